@@ -1,0 +1,38 @@
+"""Installs megatron_glmd, kernels and tools, and builds the pybind11 data helpers.
+
+torch is required but not pinned: a CPU machine installs the CPU build first
+(see README), a GPU cluster keeps the CUDA build it already has. apex is optional.
+"""
+from setuptools import find_packages, setup
+
+ext_modules = []
+
+setup(
+    name="megatron-glmd",
+    version="0.1.0",
+    description="Tensor- and pipeline-parallel GLM distillation (GLMD) with vocabulary compression",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.9",
+    packages=find_packages(include=["megatron_glmd*", "kernels*", "tools*"]),
+    package_data={"megatron_glmd": ["configs/*.yaml"]},
+    ext_modules=ext_modules,
+    install_requires=[
+        "torch>=2.1",
+        "numpy>=1.23",
+        "pyyaml>=6.0",
+        "tqdm>=4.60",
+        "sentencepiece>=0.1.99",
+        "triton>=2.1; platform_system == 'Linux'",
+    ],
+    extras_require={
+        # deepspeed's own setup imports torch, so it comes after torch is installed.
+        "train": ["deepspeed>=0.14", "tensorboard>=2.10"],
+        "dev": ["pytest>=7", "deepspeed>=0.14", "tensorboard>=2.10", "matplotlib>=3.5"],
+    },
+    entry_points={
+        "console_scripts": [
+            "glmd-model-info=megatron_glmd.cli.model_info:main",
+        ],
+    },
+)
