@@ -1,0 +1,68 @@
+"""Run a test function on several CPU processes joined by a gloo process group.
+
+`run_distributed(world_size, fn, *args)` spawns `world_size` processes, initialises
+`torch.distributed` with gloo on a free local port, calls `fn(rank, world_size, *args)` in
+each, and returns the list of per-rank return values (which must be picklable). An exception
+on any rank fails the calling test with that rank's traceback.
+"""
+from __future__ import annotations
+
+import datetime
+import os
+import socket
+import tempfile
+import traceback
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _worker(rank, world_size, port, result_dir, fn, args):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
+                      RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    out_path = os.path.join(result_dir, f"rank{rank}.pt")
+    try:
+        dist.init_process_group("gloo", rank=rank, world_size=world_size,
+                                timeout=datetime.timedelta(seconds=300))
+        result = fn(rank, world_size, *args)
+        torch.save({"ok": True, "result": result}, out_path)
+    except BaseException:  # report every failure, including assertion errors, to the parent
+        torch.save({"ok": False, "error": traceback.format_exc()}, out_path)
+        raise
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def run_distributed(world_size: int, fn, *args):
+    """Run `fn(rank, world_size, *args)` on `world_size` gloo ranks; return the per-rank results."""
+    with tempfile.TemporaryDirectory() as result_dir:
+        port = _free_port()
+        try:
+            mp.start_processes(_worker, args=(world_size, port, result_dir, fn, args),
+                               nprocs=world_size, join=True, start_method="spawn")
+        except mp.ProcessRaisedException:
+            pass  # the per-rank report below carries the traceback
+        results = []
+        errors = []
+        for rank in range(world_size):
+            path = os.path.join(result_dir, f"rank{rank}.pt")
+            if not os.path.exists(path):
+                errors.append(f"rank {rank}: exited without a result")
+                continue
+            report = torch.load(path, weights_only=False)
+            if report["ok"]:
+                results.append(report["result"])
+            else:
+                errors.append(f"rank {rank}:\n{report['error']}")
+        if errors:
+            raise AssertionError("distributed test failed\n" + "\n".join(errors))
+        return results
