@@ -1,0 +1,109 @@
+"""GLM (DESIGN.md §2) built for one pipeline stage; one implementation for teacher and student.
+
+A stage owns a contiguous range of the transformer layers. The first stage also owns the word
+and 2D position embeddings; the last stage owns the final LayerNorm and the output layer, tied
+to the word embedding (on a multi-stage pipeline the last stage holds its own copy of the word
+embedding, initialised identically; :func:`allreduce_tied_embedding_grads` keeps the copies in
+sync). The output is vocab-parallel logits ``[b, s, V_padded / TP]``, never gathered.
+"""
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import ModelConfig
+from ..parallel.layers import VocabParallelEmbedding, initialize_parameters, mark_parameter
+from ..parallel.mappings import copy_to_tp, group_size
+from ..parallel.random import checkpoint
+from .attention_mask import glm_attention_mask
+from .norm import layer_norm
+from .transformer import GLMBlock
+
+TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def stage_layer_range(num_layers: int, pp_size: int, pp_rank: int) -> Tuple[int, int]:
+    """Global layer indices ``[start, end)`` of a stage; earlier stages take the remainder."""
+    if not 0 <= pp_rank < pp_size:
+        raise ValueError(f"pipeline rank {pp_rank} outside [0, {pp_size})")
+    if pp_size > num_layers:
+        raise ValueError(f"pipeline-parallel size {pp_size} exceeds num_layers {num_layers}")
+    base, extra = divmod(num_layers, pp_size)
+    start = pp_rank * base + min(pp_rank, extra)
+    return start, start + base + (1 if pp_rank < extra else 0)
+
+
+class GLMStage(nn.Module):
+    """The part of a GLM held by pipeline stage ``pp_rank`` of ``pp_size`` on one TP rank."""
+
+    def __init__(self, config: ModelConfig, *, tp_group: Optional[dist.ProcessGroup] = None,
+                 pp_rank: int = 0, pp_size: int = 1, layer_range: Optional[Tuple[int, int]] = None,
+                 device=None):
+        super().__init__()
+        config.validate(tp_size=group_size(tp_group), pp_size=pp_size)
+        self.config = config
+        self.tp_group = tp_group
+        self.is_first = pp_rank == 0
+        self.is_last = pp_rank == pp_size - 1
+        self.layer_range = layer_range or stage_layer_range(config.num_layers, pp_size, pp_rank)
+        dtype = TORCH_DTYPES[config.dtype]
+        h = config.hidden_size
+        self.padded_vocab_size = config.padded_vocab_size(group_size(tp_group))
+
+        if self.is_first or self.is_last:
+            self.word_embeddings = VocabParallelEmbedding(self.padded_vocab_size, h, init_std=config.init_std,
+                                                          tp_group=tp_group, dtype=dtype, device=device)
+        if self.is_first:
+            rows = config.max_sequence_length + 1
+            self.position_embeddings = nn.Embedding(rows, h, dtype=dtype, device=device)
+            self.block_position_embeddings = nn.Embedding(rows, h, dtype=dtype, device=device)
+            for table in (self.position_embeddings, self.block_position_embeddings):
+                mark_parameter(table.weight, ("normal", config.init_std))
+            self.embedding_dropout = nn.Dropout(config.hidden_dropout)
+        self.layers = nn.ModuleDict({str(i): GLMBlock(config, tp_group, dtype=dtype, device=device)
+                                     for i in range(*self.layer_range)})
+        if self.is_last:
+            self.final_layernorm = layer_norm(h, config.layernorm_epsilon, dtype=dtype, device=device)
+
+    def init_weights(self, seed: int) -> "GLMStage":
+        """Seeded init that depends only on (seed, global parameter name): TP- and PP-independent."""
+        initialize_parameters(self.named_parameters(), seed)
+        return self
+
+    def embed(self, input_ids: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
+        """Word + position + block-position embeddings; ``position_ids`` is ``[b, 2, s]``."""
+        if position_ids.dim() != 3 or position_ids.shape[1] != 2:
+            raise ValueError(f"position_ids must be [batch, 2, seq], got {tuple(position_ids.shape)}")
+        hidden = (self.word_embeddings(input_ids) + self.position_embeddings(position_ids[:, 0])
+                  + self.block_position_embeddings(position_ids[:, 1]))
+        return self.embedding_dropout(hidden)
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Final LayerNorm and the tied output layer: vocab-parallel logits ``[b, s, V/TP]``."""
+        hidden = self.final_layernorm(hidden)
+        return F.linear(copy_to_tp(hidden, self.tp_group), self.word_embeddings.weight)
+
+    def forward(self, inputs: torch.Tensor, position_ids: Optional[torch.Tensor], sep: torch.Tensor,
+                length: torch.Tensor) -> torch.Tensor:
+        """First stage: ``inputs`` are token ids ``[b, s]``; other stages: hidden states ``[b, s, h]``.
+        Returns hidden states, or vocab-parallel logits on the last stage."""
+        hidden = self.embed(inputs, position_ids) if self.is_first else inputs
+        mask = glm_attention_mask(sep, length, hidden.shape[1])
+        recompute = self.config.checkpoint_activations and self.training and torch.is_grad_enabled()
+        for layer in self.layers.values():
+            hidden = checkpoint(layer, hidden, mask) if recompute else layer(hidden, mask)
+        return self.logits(hidden) if self.is_last else hidden
+
+
+def allreduce_tied_embedding_grads(stage: GLMStage, embedding_group: Optional[dist.ProcessGroup]) -> None:
+    """Sum the word-embedding gradients of the first and last stage (call before the optimizer step)."""
+    if embedding_group is None or group_size(embedding_group) == 1 or not hasattr(stage, "word_embeddings"):
+        return
+    grad = stage.word_embeddings.weight.grad
+    if grad is None:
+        grad = stage.word_embeddings.weight.grad = torch.zeros_like(stage.word_embeddings.weight)
+    dist.all_reduce(grad, group=embedding_group)
