@@ -33,10 +33,12 @@ class ParallelSelfAttention(nn.Module):
         b, s, _ = x.shape
         qkv = self.qkv(x).view(b, s, self.local_heads, 3, self.head_dim)
         q, k, v = (t.transpose(1, 2) for t in qkv.unbind(dim=3))       # [b, heads, s, hd]
-        dropout = self.dropout if self.training else 0.0
-        # Attention probabilities belong to this rank's heads: draw their dropout on the TP stream.
-        with get_rng_tracker().fork():
-            ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=attention_mask, dropout_p=dropout)
+        if self.training and self.dropout > 0:
+            # Attention probabilities belong to this rank's heads: draw their dropout on the TP stream.
+            with get_rng_tracker().fork():
+                ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=attention_mask, dropout_p=self.dropout)
+        else:
+            ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=attention_mask)
         return self.dense(ctx.transpose(1, 2).reshape(b, s, self.local_heads * self.head_dim))
 
 
