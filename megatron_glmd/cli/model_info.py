@@ -1,0 +1,59 @@
+"""glmd-model-info: parameter counts and weight/optimizer memory of a GLM layout.
+
+    glmd-model-info --preset glm-10b --tp 8 --pp 2 --dp 2
+    glmd-model-info --config my_model.yaml --tp 2
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..config import PRESETS, ConfigError, load_config, preset
+from ..model.size import GiB, total_parameter_count, training_memory
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="glmd-model-info", description=__doc__.splitlines()[0])
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--preset", choices=sorted(PRESETS), help="a built-in GLM shape")
+    src.add_argument("--config", help="a model YAML file")
+    p.add_argument("--tp", type=int, default=1, help="tensor-parallel size (default 1)")
+    p.add_argument("--pp", type=int, default=1, help="pipeline-parallel size (default 1)")
+    p.add_argument("--dp", type=int, default=1, help="data-parallel size for ZeRO-1 sharding (default 1)")
+    return p
+
+
+def report(config, name: str, tp: int, pp: int, dp: int) -> str:
+    stages = training_memory(config, tp, pp, dp)
+    total = total_parameter_count(config)
+    lines = [
+        f"model {name}: {config.num_layers} layers, hidden {config.hidden_size}, "
+        f"{config.num_attention_heads} heads, ffn {config.ffn_size}, vocab {config.vocab_size} "
+        f"(padded {config.padded_vocab_size(tp)} at TP={tp}), {config.max_sequence_length} positions",
+        f"total parameters: {total:,} ({total / 1e9:.2f} B)",
+        f"layout: TP={tp} PP={pp} DP={dp} ({tp * pp * dp} GPUs); memory per GPU for bf16 weights and grads, "
+        f"fp32 master weights + Adam states sharded by ZeRO-1 over DP={dp} (activations not included)",
+        f"{'stage':>5} {'layers':>9} {'tp_rank':>7} {'params':>15} {'weights GiB':>11} {'grads GiB':>9} "
+        f"{'optim GiB':>9} {'total GiB':>9}",
+    ]
+    for s in stages:
+        for r in range(tp):
+            lines.append(f"{s.pp_rank:>5} {f'{s.layers[0]}-{s.layers[1] - 1}':>9} {r:>7} {s.params:>15,} "
+                         f"{s.weights_bytes / GiB:>11.2f} {s.grads_bytes / GiB:>9.2f} "
+                         f"{s.optimizer_bytes / GiB:>9.2f} {s.total_bytes / GiB:>9.2f}")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        config = load_config(args.config) if args.config else preset(args.preset)
+        print(report(config, args.config or args.preset, args.tp, args.pp, args.dp))
+    except (ConfigError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,75 @@
+"""Parameter counts and training-memory estimates of a GLM layout, from the config alone.
+
+The counts mirror the shapes :class:`~megatron_glmd.model.GLMStage` builds (tests check them
+against built models), so large presets can be sized without allocating them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import List
+
+from ..config import ModelConfig
+from .glm import stage_layer_range
+
+GiB = 1024 ** 3
+BYTES_BF16_WEIGHT = 2
+BYTES_BF16_GRAD = 2
+BYTES_FP32_MASTER_AND_ADAM = 12  # fp32 master weights + Adam first and second moments
+
+
+def layer_parameter_count(config: ModelConfig, tp_size: int = 1) -> int:
+    h, f, t = config.hidden_size, config.ffn_size, tp_size
+    qkv = 3 * h // t * h + 3 * h // t
+    dense = h * (h // t) + h
+    mlp = f // t * h + f // t + h * (f // t) + h
+    layernorms = 4 * h
+    return qkv + dense + mlp + layernorms
+
+
+def stage_parameter_count(config: ModelConfig, tp_size: int, pp_size: int, pp_rank: int) -> int:
+    """Parameters held by one TP rank of pipeline stage ``pp_rank`` (every TP rank holds the same)."""
+    h = config.hidden_size
+    start, end = stage_layer_range(config.num_layers, pp_size, pp_rank)
+    count = (end - start) * layer_parameter_count(config, tp_size)
+    word_embeddings = config.padded_vocab_size(tp_size) // tp_size * h
+    if pp_rank == 0:
+        count += word_embeddings + 2 * (config.max_sequence_length + 1) * h
+    if pp_rank == pp_size - 1:
+        count += 2 * h + (word_embeddings if pp_size > 1 else 0)
+    return count
+
+
+def total_parameter_count(config: ModelConfig) -> int:
+    """Unique parameters of the whole model (TP = PP = 1, vocabulary padded to 128)."""
+    return stage_parameter_count(config, 1, 1, 0)
+
+
+@dataclass
+class StageMemory:
+    pp_rank: int
+    layers: tuple
+    params: int
+    weights_bytes: int
+    grads_bytes: int
+    optimizer_bytes: int
+
+    @property
+    def total_bytes(self) -> int:
+        return self.weights_bytes + self.grads_bytes + self.optimizer_bytes
+
+
+def training_memory(config: ModelConfig, tp_size: int, pp_size: int, dp_size: int) -> List[StageMemory]:
+    """Per-GPU bytes of bf16 weights and gradients and ZeRO-1-sharded fp32 master + Adam states.
+
+    Activations are not included: they depend on micro-batch, sequence and recompute settings.
+    """
+    config.validate(tp_size=tp_size, pp_size=pp_size)
+    if dp_size < 1:
+        raise ValueError(f"dp_size must be >= 1, got {dp_size}")
+    stages = []
+    for k in range(pp_size):
+        n = stage_parameter_count(config, tp_size, pp_size, k)
+        stages.append(StageMemory(pp_rank=k, layers=stage_layer_range(config.num_layers, pp_size, k), params=n,
+                                  weights_bytes=n * BYTES_BF16_WEIGHT, grads_bytes=n * BYTES_BF16_GRAD,
+                                  optimizer_bytes=-(-n * BYTES_FP32_MASTER_AND_ADAM // dp_size)))
+    return stages
