@@ -34,10 +34,12 @@ def gather(stats: torch.Tensor, group) -> torch.Tensor:
     world = group_size(group)
     if world == 1:
         return stats.unsqueeze(0)
-    out = torch.empty((world,) + tuple(stats.shape), dtype=stats.dtype, device=stats.device)
+    rows, n = stats.shape
+    # the concatenated form ([world * 5, N]) is the one every backend (gloo too) accepts
+    out = torch.empty((world * rows, n), dtype=stats.dtype, device=stats.device)
     all_gather = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
     all_gather(out, stats.contiguous(), group=group)
-    return out
+    return out.view(world, rows, n)
 
 
 def _safe(m: torch.Tensor) -> torch.Tensor:

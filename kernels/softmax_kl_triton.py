@@ -2,8 +2,8 @@
 
 One program per row loops over the shard in blocks of at most `MAX_BLOCK_V` columns, accumulating
 in fp32, so any shard width works and nothing of size `[N, V]` is allocated except the gradient
-(input dtype). Work is done in base 2 (`exp2`, logits pre-multiplied by log2(e)/tau); the host
-converts the statistics back to natural units. Traffic: `row_stats` reads both inputs once,
+(input dtype). The gradient kernel works in base 2 (`exp2` of
+logits pre-multiplied by log2(e)/tau, log-sum-exps converted on the host). Traffic: `row_stats` reads both inputs once,
 `grad` reads them again and writes the gradient once (10 bytes per column-row in bf16).
 
 `TRITON_INTERPRET=1` must be set before this module (and triton) is first imported for the
@@ -21,12 +21,12 @@ import triton.language as tl
 INTERPRETED = os.environ.get("TRITON_INTERPRET", "0") == "1"
 MAX_BLOCK_V = 8192  # Fast-LLM's lesson: blocks beyond 16K columns lose most of the bandwidth
 LOG2E = 1.0 / math.log(2.0)
-LN2 = math.log(2.0)
 
 
 @triton.jit
 def _row_stats_kernel(S, T, KEEP, STATS, n_rows, s_stride_r, s_stride_c, t_stride_r, t_stride_c,
-                      vocab_end, scale2, HAS_KEEP: tl.constexpr, BLOCK_V: tl.constexpr):
+                      vocab_end, inv_tau, HAS_KEEP: tl.constexpr, BLOCK_V: tl.constexpr):
+    # natural units here (tl.exp is exp2 of a product anyway): KL(p || p) comes out exactly 0
     row = tl.program_id(0).to(tl.int64)
     cols = tl.arange(0, BLOCK_V)
     end = vocab_end
@@ -44,16 +44,16 @@ def _row_stats_kernel(S, T, KEEP, STATS, n_rows, s_stride_r, s_stride_c, t_strid
         inside = offs < end
         a = tl.load(s_row + offs * s_stride_c, mask=inside, other=float("-inf")).to(tl.float32)
         b = tl.load(t_row + offs * t_stride_c, mask=inside, other=float("-inf")).to(tl.float32)
-        a = a * scale2
-        b = b * scale2
+        a = a * inv_tau
+        b = b * inv_tau
         new_m_s = tl.maximum(m_s, tl.max(a, axis=0))
         new_m_t = tl.maximum(m_t, tl.max(b, axis=0))
         ref_s = tl.where(new_m_s == float("-inf"), 0.0, new_m_s)  # safe to subtract
         ref_t = tl.where(new_m_t == float("-inf"), 0.0, new_m_t)
-        e_s = tl.exp2(a - ref_s)
-        e_t = tl.exp2(b - ref_t)
-        rescale_t = tl.exp2(m_t - ref_t)
-        l_s = l_s * tl.exp2(m_s - ref_s) + tl.sum(e_s, axis=0)
+        e_s = tl.exp(a - ref_s)
+        e_t = tl.exp(b - ref_t)
+        rescale_t = tl.exp(m_t - ref_t)
+        l_s = l_s * tl.exp(m_s - ref_s) + tl.sum(e_s, axis=0)
         l_t = l_t * rescale_t + tl.sum(e_t, axis=0)
         # teacher probability 0 contributes 0, also where b - a is inf or NaN (both -inf)
         c = c * rescale_t + tl.sum(tl.where(e_t > 0, e_t * (b - a), 0.0), axis=0)
@@ -115,14 +115,11 @@ def row_stats(student: torch.Tensor, teacher: torch.Tensor, keep: torch.Tensor |
         return stats
     args = (student, teacher, keep if keep is not None else stats, stats, n,
             student.stride(0), student.stride(1), teacher.stride(0), teacher.stride(1),
-            vocab_end, LOG2E / tau)
+            vocab_end, 1.0 / tau)
     if _row_stats_tuned is not None and student.is_cuda:
         _row_stats_tuned[(n,)](*args, HAS_KEEP=keep is not None)
     else:
         _row_stats_kernel[(n,)](*args, HAS_KEEP=keep is not None, BLOCK_V=_block(vocab_end))
-    stats[0].mul_(LN2)  # maxima and c back to natural units (c is linear in b - a)
-    stats[2].mul_(LN2)
-    stats[4].mul_(LN2)
     return stats
 
 
