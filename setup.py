@@ -3,9 +3,13 @@
 torch is required but not pinned: a CPU machine installs the CPU build first
 (see README), a GPU cluster keeps the CUDA build it already has. apex is optional.
 """
+from pybind11.setup_helpers import Pybind11Extension, build_ext
 from setuptools import find_packages, setup
 
-ext_modules = []
+ext_modules = [
+    Pybind11Extension("megatron_glmd.data._helpers", ["megatron_glmd/data/helpers.cpp"],
+                      cxx_std=17, extra_compile_args=["-O3"]),
+]
 
 setup(
     name="megatron-glmd",
@@ -17,6 +21,7 @@ setup(
     packages=find_packages(include=["megatron_glmd*", "kernels*", "tools*"]),
     package_data={"megatron_glmd": ["configs/*.yaml"]},
     ext_modules=ext_modules,
+    cmdclass={"build_ext": build_ext},
     install_requires=[
         "torch>=2.1",
         "numpy>=1.23",

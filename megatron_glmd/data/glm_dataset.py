@@ -1,0 +1,82 @@
+"""Blank-infilling dataset: sample index (C++) over an indexed dataset + the GLM sample builder.
+
+Sample ``n`` is window ``shuffle_idx[n]`` of the sample index turned into a blank-infilling
+sample with a generator seeded by ``(seed, 0, n)``. In task-mask mode the corruption mode is
+drawn from a generator seeded by ``(seed, 1, n // mode_group_size)``: with ``mode_group_size``
+equal to the global batch size, every sample of a global batch uses the same mode, as GLM does.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+
+from .blank_infilling import MODE_MASK, BlankInfillingConfig, build_sample
+from .errors import DataError
+from .indexed_dataset import IndexedDataset
+from .sample_index import (SampleIndex, build_sample_index, build_sample_index_reference, epochs_for_samples,
+                           window_pieces)
+
+
+class BlankInfillingDataset:
+    """Map-style dataset of blank-infilling sample dicts (see :mod:`.blank_infilling`)."""
+
+    def __init__(self, indexed: IndexedDataset, config: BlankInfillingConfig, seed: int = 1234,
+                 num_samples: Optional[int] = None, num_epochs: Optional[int] = None, mode_group_size: int = 1,
+                 use_cpp: bool = True):
+        if (num_samples is None) == (num_epochs is None):
+            raise DataError("give exactly one of num_samples and num_epochs")
+        if mode_group_size < 1:
+            raise DataError(f"mode_group_size must be >= 1, got {mode_group_size}")
+        self.indexed = indexed
+        self.config = config
+        self.seed = int(seed)
+        self.mode_group_size = int(mode_group_size)
+        self._doc_offsets = indexed.doc_offsets()
+        self._doc_lengths = np.diff(self._doc_offsets)
+        if self._doc_lengths.size == 0:
+            raise DataError(f"dataset {indexed.prefix!r} has no documents")
+        window = config.window_length
+        epochs = num_epochs if num_epochs is not None else epochs_for_samples(self._doc_lengths, window, num_samples)
+        build = build_sample_index if use_cpp else build_sample_index_reference
+        self.index: SampleIndex = build(self._doc_lengths, window, epochs, self.seed)
+        self.num_epochs = epochs
+        self._len = self.index.num_samples if num_samples is None else int(num_samples)
+        if self._len > self.index.num_samples:
+            raise DataError(f"asked for {self._len} samples, {epochs} epochs give {self.index.num_samples}")
+
+    def __len__(self) -> int:
+        return self._len
+
+    def fingerprint(self) -> dict:
+        """What a checkpointed loader position is only valid for."""
+        return {"prefix": self.indexed.prefix, "num_tokens": self.indexed.num_tokens, "seed": self.seed,
+                "num_samples": self._len, "mode_group_size": self.mode_group_size, "config": repr(self.config)}
+
+    def window(self, n: int):
+        """(tokens, document starts, sentence starts) of sample ``n``'s text window."""
+        if not 0 <= n < self._len:
+            raise IndexError(f"sample {n} out of range [0, {self._len})")
+        pieces = window_pieces(self.index, self._doc_lengths, int(self.index.shuffle_idx[n]))
+        parts, doc_starts, sentence_starts, at = [], [], [], 0
+        sent_off, doc_sent = self.indexed.sentence_offsets, self.indexed.doc_sentence_index
+        for doc, start, end in pieces:
+            base = int(self._doc_offsets[doc])
+            parts.append(self.indexed.tokens[base + start:base + end])
+            doc_starts.append(at)
+            inner = np.asarray(sent_off[doc_sent[doc]:doc_sent[doc + 1]]) - base
+            inner = inner[(inner > start) & (inner < end)]
+            sentence_starts.extend((inner - start + at).tolist())
+            at += end - start
+        return np.concatenate(parts).astype(np.int64), doc_starts, sentence_starts
+
+    def mode_of(self, n: int) -> int:
+        if not self.config.task_mask:
+            return MODE_MASK
+        rng = np.random.default_rng([self.seed, 1, n // self.mode_group_size])
+        return int(rng.choice(3, p=self.config.mode_probs))
+
+    def __getitem__(self, n: int) -> dict:
+        tokens, doc_starts, sentence_starts = self.window(n)
+        rng = np.random.default_rng([self.seed, 0, n])
+        return build_sample(tokens, doc_starts, sentence_starts, self.mode_of(n), rng, self.config)

@@ -1,0 +1,151 @@
+"""SentencePiece tokenizer with GLM's special tokens at fixed ids.
+
+Every model trained by :func:`train_sentencepiece` (``tools/train_tokenizer.py``) has the
+special tokens at these ids, and :class:`GLMTokenizer` refuses a model that does not:
+
+====  ==========  =====================================================
+ id   token       role
+====  ==========  =====================================================
+ 0    [PAD]       padding (``pad_id``)
+ 1    [UNK]       unknown piece (``unk_id``)
+ 2    [CLS]       classification / start token (``cls_id``)
+ 3    [SEP]       separator (``sep_id``)
+ 4    [MASK]      blank-infilling span mask (``mask_id``)
+ 5    [sMASK]     sentence-span mask (``smask_id``)
+ 6    [gMASK]     prefix-LM (generation) mask (``gmask_id``)
+ 7    [sop]       start of a Part-B span (``sop_id``)
+ 8    [eop]       end of a Part-B span, a target only (``eop_id``)
+ 9    [dBLOCK]    document-block marker (``dblock_id``)
+====  ==========  =====================================================
+
+Ordinary pieces start at id 10. [CLS]..[dBLOCK] are SentencePiece *control* symbols: text that
+happens to contain the string ``[MASK]`` never encodes to id 4, and decoding drops them.
+Because the special ids are the lowest ids and rank first in the vocabulary-frequency ranking
+(sorted by id), a compressed vocabulary keeps them at the same ids.
+"""
+from __future__ import annotations
+
+import os
+from typing import Iterable, List, Sequence, Union
+
+import sentencepiece as spm
+
+from .errors import DataError
+
+SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[sMASK]", "[gMASK]", "[sop]", "[eop]", "[dBLOCK]")
+PAD_ID, UNK_ID, CLS_ID, SEP_ID, MASK_ID, SMASK_ID, GMASK_ID, SOP_ID, EOP_ID, DBLOCK_ID = range(len(SPECIAL_TOKENS))
+NUM_SPECIAL_TOKENS = len(SPECIAL_TOKENS)
+
+
+class GLMTokenizer:
+    """Encode/decode text with a SentencePiece model whose special tokens sit at the fixed ids."""
+
+    pad_id = PAD_ID
+    unk_id = UNK_ID
+    cls_id = CLS_ID
+    sep_id = SEP_ID
+    mask_id = MASK_ID
+    smask_id = SMASK_ID
+    gmask_id = GMASK_ID
+    sop_id = SOP_ID
+    eop_id = EOP_ID
+    dblock_id = DBLOCK_ID
+
+    def __init__(self, model_file: Union[str, os.PathLike]):
+        self.model_file = os.fspath(model_file)
+        if not os.path.isfile(self.model_file):
+            raise DataError(f"tokenizer model {self.model_file!r} does not exist")
+        self._sp = spm.SentencePieceProcessor()
+        try:
+            self._sp.Load(self.model_file)
+        except (OSError, RuntimeError) as exc:
+            raise DataError(f"tokenizer model {self.model_file!r} is not a SentencePiece model: {exc}") from None
+        for token_id, token in enumerate(SPECIAL_TOKENS):
+            if token_id >= self._sp.GetPieceSize() or self._sp.IdToPiece(token_id) != token:
+                found = self._sp.IdToPiece(token_id) if token_id < self._sp.GetPieceSize() else None
+                raise DataError(
+                    f"tokenizer model {self.model_file!r} has {found!r} at id {token_id}, expected {token!r}; "
+                    "train it with tools/train_tokenizer.py so the GLM special tokens have their fixed ids")
+
+    @property
+    def vocab_size(self) -> int:
+        """Number of real ids (special tokens included), before any padding."""
+        return self._sp.GetPieceSize()
+
+    def padded_vocab_size(self, tp_size: int = 1) -> int:
+        """Vocabulary size rounded up to a multiple of 128 × ``tp_size`` (embedding rows)."""
+        from megatron_glmd.parallel.vocab import pad_vocab_size
+        return pad_vocab_size(self.vocab_size, tp_size)
+
+    def encode(self, text: str) -> List[int]:
+        return self._sp.EncodeAsIds(text)
+
+    def encode_batch(self, texts: Sequence[str]) -> List[List[int]]:
+        """Encode several strings in one call into SentencePiece (faster than a Python loop)."""
+        return self._sp.EncodeAsIds(list(texts))
+
+    def decode(self, ids: Iterable[int]) -> str:
+        return self._sp.DecodeIds([int(i) for i in ids])
+
+    def id_to_token(self, token_id: int) -> str:
+        return self._sp.IdToPiece(int(token_id))
+
+    def token_to_id(self, token: str) -> int:
+        """Id of the piece ``token``; raises :class:`DataError` if it is not in the vocabulary."""
+        token_id = self._sp.PieceToId(token)
+        if token_id == UNK_ID and token != SPECIAL_TOKENS[UNK_ID]:
+            raise DataError(f"token {token!r} is not in the vocabulary of {self.model_file!r}")
+        return token_id
+
+    def tokens(self) -> List[str]:
+        """All pieces in id order."""
+        return [self._sp.IdToPiece(i) for i in range(self.vocab_size)]
+
+
+def train_sentencepiece(input_files: Sequence[Union[str, os.PathLike]], vocab_size: int, model_prefix: str,
+                        model_type: str = "unigram", character_coverage: float = 0.9995,
+                        input_sentence_size: int = 2_000_000, num_threads: int = 1) -> str:
+    """Train a SentencePiece model with the GLM special tokens at their fixed ids.
+
+    Writes ``model_prefix.model`` and ``model_prefix.vocab`` (SentencePiece writes them itself;
+    they are produced under temporary names and moved into place). Returns the model path.
+    """
+    files = [os.fspath(f) for f in input_files]
+    if not files:
+        raise DataError("no input files given")
+    for path in files:
+        if not os.path.isfile(path):
+            raise DataError(f"input file {path!r} does not exist")
+        if os.path.getsize(path) == 0:
+            raise DataError(f"input file {path!r} is empty")
+    if vocab_size <= NUM_SPECIAL_TOKENS:
+        raise DataError(f"vocab size {vocab_size} must exceed the {NUM_SPECIAL_TOKENS} special tokens")
+    out_dir = os.path.dirname(os.path.abspath(model_prefix))
+    if not os.path.isdir(out_dir):
+        raise DataError(f"output directory {out_dir!r} does not exist")
+    tmp_prefix = f"{model_prefix}.tmp-{os.getpid()}"
+    try:
+        spm.SentencePieceTrainer.Train(
+            input=files,
+            model_prefix=tmp_prefix,
+            vocab_size=vocab_size,
+            model_type=model_type,
+            character_coverage=character_coverage,
+            input_sentence_size=input_sentence_size,
+            shuffle_input_sentence=True,
+            num_threads=num_threads,
+            pad_id=PAD_ID, pad_piece=SPECIAL_TOKENS[PAD_ID],
+            unk_id=UNK_ID, unk_piece=SPECIAL_TOKENS[UNK_ID],
+            bos_id=-1, eos_id=-1,
+            control_symbols=list(SPECIAL_TOKENS[CLS_ID:]),
+            byte_fallback=False,
+            minloglevel=2,
+        )
+    except RuntimeError as exc:
+        for ext in (".model", ".vocab"):
+            if os.path.exists(tmp_prefix + ext):
+                os.remove(tmp_prefix + ext)
+        raise DataError(f"SentencePiece training on {files} failed: {exc}") from None
+    for ext in (".vocab", ".model"):
+        os.replace(tmp_prefix + ext, model_prefix + ext)
+    return model_prefix + ".model"

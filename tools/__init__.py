@@ -1,0 +1,1 @@
+"""Offline command-line tools; each is a thin CLI over megatron_glmd library functions."""

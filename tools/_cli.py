@@ -1,0 +1,17 @@
+"""Shared CLI plumbing: library errors become ``error: ...`` on stderr and exit status 1."""
+from __future__ import annotations
+
+import sys
+
+
+def run(main_body) -> int:
+    from megatron_glmd.data.errors import DataError
+    try:
+        main_body()
+    except (DataError, ImportError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    return 0

@@ -1,0 +1,57 @@
+#!/usr/bin/env python
+"""Count token ids over indexed datasets and rank the vocabulary for compression.
+
+    python tools/count_vocab_freq.py --data-prefix data/corpus --tokenizer-model spm.model \
+        --output freq.tsv [--protected-tokens verbalizers.txt] [--workers 8]
+
+Writes a TSV `id<TAB>token<TAB>count<TAB>rank`, one row per id: rank 0 first is every
+protected token (the 10 special tokens and the pieces listed one per line in
+--protected-tokens) in id order, then descending count, ties by id.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tools._cli import run  # noqa: E402
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data-prefix", nargs="+", required=True)
+    p.add_argument("--tokenizer-model", required=True)
+    p.add_argument("--output", required=True)
+    p.add_argument("--protected-tokens", help="file with one vocabulary piece per line")
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--chunk-tokens", type=int, default=1 << 24)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+
+    def body():
+        from megatron_glmd.data.errors import DataError
+        from megatron_glmd.data.tokenizer import GLMTokenizer
+        from megatron_glmd.data.vocab_frequency import (count_token_ids, rank_vocabulary, read_protected_tokens,
+                                                        write_frequency_tsv)
+        tok = GLMTokenizer(args.tokenizer_model)
+        protected = read_protected_tokens(args.protected_tokens, tok.token_to_id) if args.protected_tokens else []
+        out_dir = os.path.dirname(os.path.abspath(args.output))
+        if not os.path.isdir(out_dir):
+            raise DataError(f"output directory {out_dir!r} does not exist")
+        result = count_token_ids(args.data_prefix, tok.vocab_size, workers=args.workers,
+                                 chunk_tokens=args.chunk_tokens, progress=not args.quiet)
+        order = rank_vocabulary(result.counts, protected)
+        write_frequency_tsv(args.output, tok.tokens(), result.counts, order)
+        seen = int((result.counts > 0).sum())
+        print(f"wrote {args.output}: {tok.vocab_size} ids ({seen} seen), {result.tokens} tokens counted in "
+              f"{result.seconds:.2f} s ({result.tokens_per_s / 1e6:.1f} M tokens/s, {result.processes} processes)")
+    return run(body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
