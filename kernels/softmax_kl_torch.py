@@ -2,15 +2,24 @@
 
 Same contract as the Triton path (`softmax_kl_triton`): `row_stats` returns this shard's per-row
 statistics, `grad` writes the shard's gradient. Rows are processed in chunks of about
-`CHUNK_ELEMENTS` values held in three reusable accumulation-dtype work buffers, so the peak extra
-memory is those buffers plus the gradient in the input dtype, never an fp32 `[N, V]` tensor.
+`CHUNK_ELEMENTS` values held in reusable accumulation-dtype work buffers, so the peak extra memory
+is those buffers plus the gradient in the input dtype, never an fp32 `[N, V]` tensor.
+
+Parallelism: on the CPU the chunks are shared out to `torch.get_num_threads()` Python threads,
+each running single-threaded ops, instead of letting every op fork and join its own OpenMP team.
+A chunk takes a dozen short ops; with one team per op, each join waits for the slowest thread, and
+when another process competes for the cores that wait is a scheduler time slice: measured here
+on 2 cores with one busy process, 11 s instead of 0.5 s for the statistics of 4096 x 50304.
 """
 from __future__ import annotations
 
+import itertools
+from concurrent.futures import ThreadPoolExecutor
+
 import torch
 
-# ~4 MiB of fp32 per work buffer: big enough that per-op overhead is small, small enough that
-# the three buffers stay in a 32 MiB L3 cache.
+# 4 MiB of fp32 per work buffer (3 per thread in row_stats): few enough ops per row, and the
+# buffers of two threads stay inside a 32 MiB L3 cache.
 CHUNK_ELEMENTS = 1 << 20
 
 
@@ -19,21 +28,47 @@ def acc_dtype(*tensors: torch.Tensor) -> torch.dtype:
     return torch.float64 if any(x.dtype == torch.float64 for x in tensors) else torch.float32
 
 
-def _rows_per_chunk(width: int) -> int:
-    return max(1, CHUNK_ELEMENTS // max(width, 1))
-
-
 def _neg_inf_to_zero(m: torch.Tensor) -> torch.Tensor:
     """A row maximum that is safe to subtract: -inf (no finite value) becomes 0."""
     return torch.where(m == float("-inf"), torch.zeros_like(m), m)
 
 
 def _load_scaled(x: torch.Tensor, inv_tau: float, out: torch.Tensor) -> torch.Tensor:
-    """out = x / tau, upcast first so the scaling is done in the accumulation dtype."""
+    """out = x / tau, computed in the accumulation dtype (a half input is upcast first)."""
+    if x.dtype == out.dtype:
+        return torch.mul(x, inv_tau, out=out)
     out.copy_(x)
-    if inv_tau != 1.0:
-        out.mul_(inv_tau)
-    return out
+    return out.mul_(inv_tau) if inv_tau != 1.0 else out
+
+
+def _for_each_chunk(n: int, width: int, device: torch.device, n_buffers: int, dtype, work):
+    """Call work(r0, r1, buffers) over row chunks [r0, r1); `buffers` are per-thread scratch."""
+    threads = torch.get_num_threads() if device.type == "cpu" else 1
+    rows = max(1, CHUNK_ELEMENTS // max(width, 1))
+    if threads > 1:
+        rows = min(rows, -(-n // (4 * threads)))  # at least ~4 chunks per thread to balance load
+    starts = itertools.count(0, rows)  # next() is atomic under the GIL
+
+    def worker():
+        with torch.no_grad():  # grad mode is per thread: the pool's threads start with it on
+            buffers = [torch.empty(min(rows, n), width, dtype=dtype, device=device)
+                       for _ in range(n_buffers)]
+            for r0 in starts:
+                if r0 >= n:
+                    return
+                r1 = min(n, r0 + rows)
+                work(r0, r1, [b[: r1 - r0] for b in buffers])
+
+    if threads <= 1 or n <= rows:
+        worker()
+        return
+    torch.set_num_threads(1)  # new threads initialise their intra-op team size from this
+    try:
+        with ThreadPoolExecutor(threads) as pool:
+            for future in [pool.submit(worker) for _ in range(threads)]:
+                future.result()
+    finally:
+        torch.set_num_threads(threads)
 
 
 def row_stats(student: torch.Tensor, teacher: torch.Tensor, keep: torch.Tensor | None,
@@ -52,28 +87,28 @@ def row_stats(student: torch.Tensor, teacher: torch.Tensor, keep: torch.Tensor |
         return stats
     s = student[:, :vocab_end]
     t = teacher[:, :vocab_end]
-    rows = min(n, _rows_per_chunk(vocab_end))
-    work_a, work_b, work_e = (torch.empty(rows, vocab_end, dtype=acc, device=student.device)
-                              for _ in range(3))
     inv_tau = 1.0 / tau
-    for r0 in range(0, n, rows):
-        r1 = min(n, r0 + rows)
+
+    def work(r0, r1, buffers):
         if keep is not None and not bool(keep[r0:r1].any()):
-            continue
-        a, b, e = work_a[: r1 - r0], work_b[: r1 - r0], work_e[: r1 - r0]
+            return
+        a, b, e = buffers
         _load_scaled(s[r0:r1], inv_tau, a)
         _load_scaled(t[r0:r1], inv_tau, b)
-        m_s = a.amax(dim=1)
-        m_t = b.amax(dim=1)
-        torch.sub(a, _neg_inf_to_zero(m_s)[:, None], out=e)
-        l_s = e.exp_().sum(dim=1)
-        torch.sub(b, _neg_inf_to_zero(m_t)[:, None], out=e)
-        l_t = e.exp_().sum(dim=1)
+        m_s = _neg_inf_to_zero(a.amax(dim=1))
+        m_t = _neg_inf_to_zero(b.amax(dim=1))
+        a.sub_(m_s[:, None])
+        b.sub_(m_t[:, None])
+        l_s = torch.exp(a, out=e).sum(dim=1)
+        l_t = torch.exp(b, out=e).sum(dim=1)
+        # (b - m_t) - (a - m_s): the shifted logits are what is left in the buffers
         torch.sub(b, a, out=a).mul_(e)
-        # A column with teacher probability 0 contributes 0 even when b - a is inf or NaN (both
-        # -inf). NaN inputs still reach the loss through the maxima above.
-        c = torch.nansum(a, dim=1)
+        # A column with teacher probability 0 contributes 0 even where b - a is inf or NaN (both
+        # -inf); NaN inputs still reach the loss through the maxima above.
+        c = torch.nansum(a, dim=1) + (m_t - m_s) * l_t
         stats[:, r0:r1] = torch.stack((m_s, l_s, m_t, l_t, c))
+
+    _for_each_chunk(n, vocab_end, student.device, 3, acc, work)
     return stats
 
 
@@ -92,22 +127,25 @@ def grad(student: torch.Tensor, teacher: torch.Tensor, lse_s: torch.Tensor, lse_
     s = student[:, :vocab_end]
     t = teacher[:, :vocab_end]
     acc = acc_dtype(student, teacher)
-    rows = min(n, _rows_per_chunk(vocab_end))
-    work_a, work_b = (torch.empty(rows, vocab_end, dtype=acc, device=student.device)
-                      for _ in range(2))
     inv_tau = 1.0 / tau
     coef = coef.to(acc)
-    for r0 in range(0, n, rows):
-        r1 = min(n, r0 + rows)
+    direct = student.dtype == acc  # the gradient slice itself can be the work buffer
+
+    def work(r0, r1, buffers):
         dead = coef[r0:r1] == 0
+        target = out[r0:r1, :vocab_end]
         if bool(dead.all()):
-            out[r0:r1, :vocab_end].zero_()
-            continue
-        a, b = work_a[: r1 - r0], work_b[: r1 - r0]
+            target.zero_()
+            return
+        a = target if direct else buffers[0]
+        b = buffers[1]
         _load_scaled(s[r0:r1], inv_tau, a).sub_(lse_s[r0:r1, None]).exp_()
         _load_scaled(t[r0:r1], inv_tau, b).sub_(lse_t[r0:r1, None]).exp_()
         a.sub_(b).mul_(coef[r0:r1, None])
         if bool(dead.any()):  # dropped rows may have a meaningless (inf/NaN) log-sum-exp
             a.masked_fill_(dead[:, None], 0)
-        out[r0:r1, :vocab_end].copy_(a)
+        if not direct:
+            target.copy_(a)
+
+    _for_each_chunk(n, vocab_end, student.device, 2, acc, work)
     return out

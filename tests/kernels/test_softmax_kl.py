@@ -114,6 +114,32 @@ def test_all_masked_is_zero_and_finite(reduction):
     assert torch.all(student.grad == 0)
 
 
+@pytest.fixture(params=[1, 2], ids=["1thread", "2threads"])
+def threads(request):
+    """The PyTorch path runs chunks inline on one thread, on a thread pool with more."""
+    saved = torch.get_num_threads()
+    torch.set_num_threads(request.param)
+    yield request.param
+    torch.set_num_threads(saved)
+    assert torch.get_num_threads() == saved
+
+
+def test_garbage_on_masked_rows_does_not_leak(threads):
+    s, t = _logits(5, 300)
+    mask = torch.tensor([1, 0, 1, 0, 1], dtype=torch.bool)
+    s_bad, t_bad = s.clone(), t.clone()
+    s_bad[1] = float("nan")
+    s_bad[3, :4] = float("inf")
+    t_bad[3, 4:] = float("-inf")
+    student = s_bad.clone().requires_grad_(True)
+    loss = softmax_kl(student, t_bad, mask=mask, reduction="none")
+    loss.sum().backward()
+    rows, grad = reference(s, t, mask=mask)
+    torch.testing.assert_close(loss.double(), rows, rtol=1e-5, atol=1e-6)
+    assert_close_grad(student.grad, grad, 1e-5)
+    assert torch.all(student.grad[~mask] == 0)
+
+
 @pytest.mark.parametrize("reduction", ["none", "sum", "mean"])
 def test_reductions(reduction):
     s, t = _logits(8, 777)
@@ -171,12 +197,14 @@ def test_leading_dims_and_mask_shape():
     _check(s.reshape(3, 4, 500), t.reshape(3, 4, 500), mask=mask.reshape(12), reduction="mean")
 
 
-def test_many_chunks(monkeypatch):
+def test_many_chunks(monkeypatch, threads):
     """Chunk boundaries, a partial last chunk and a fully masked chunk give the same answer."""
     monkeypatch.setattr(softmax_kl_torch, "CHUNK_ELEMENTS", 3000)  # 2 rows of 1271 per chunk
     s, t = _logits(7, 1271)
     mask = torch.tensor([1, 1, 0, 0, 1, 0, 1], dtype=torch.bool)  # rows 2-3 form a dead chunk
     _check(s, t, temperature=2.0, mask=mask, vocab_end=1250)
+    s, t = _logits(64, 1271, dtype=torch.bfloat16)
+    _check(s, t, temperature=2.0, mask=torch.arange(64) % 5 != 0, vocab_end=1200)
 
 
 def test_teacher_is_constant_and_no_grad_forward():

@@ -152,6 +152,14 @@ def all_masked_zero_and_finite(device):
         loss, grad = _run(s, t, mask=torch.zeros(3, dtype=torch.bool, device=device),
                           reduction=reduction)
         assert torch.all(loss == 0) and torch.all(grad == 0)
+    # the same garbage next to live rows
+    clean_s, clean_t = _logits(3, 100, device)
+    s[1], t[1] = clean_s[1], clean_t[1]
+    mask = torch.tensor([0, 1, 0], dtype=torch.bool, device=device)
+    loss, grad = _run(s, t, mask=mask, reduction="none")
+    rows, ref_grad = reference(clean_s.cpu(), clean_t.cpu(), mask=mask.cpu())
+    torch.testing.assert_close(loss.cpu().double(), rows, rtol=1e-5, atol=1e-6)
+    assert_close_grad(grad.cpu(), ref_grad, 1e-5)
 
 
 @case
