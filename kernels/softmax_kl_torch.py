@@ -138,7 +138,7 @@ def grad(student: torch.Tensor, teacher: torch.Tensor, lse_s: torch.Tensor, lse_
             target.zero_()
             return
         a = target if direct else buffers[0]
-        b = buffers[1]
+        b = buffers[-1]
         _load_scaled(s[r0:r1], inv_tau, a).sub_(lse_s[r0:r1, None]).exp_()
         _load_scaled(t[r0:r1], inv_tau, b).sub_(lse_t[r0:r1, None]).exp_()
         a.sub_(b).mul_(coef[r0:r1, None])
@@ -147,5 +147,5 @@ def grad(student: torch.Tensor, teacher: torch.Tensor, lse_s: torch.Tensor, lse_
         if not direct:
             target.copy_(a)
 
-    _for_each_chunk(n, vocab_end, student.device, 2, acc, work)
+    _for_each_chunk(n, vocab_end, student.device, 1 if direct else 2, acc, work)
     return out
