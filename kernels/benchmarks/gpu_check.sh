@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The GPU check of softmax_kl (issue 3), prepared to run as one command on a CUDA machine:
+#   1. every Triton test case compiled on the GPU (tests/kernels/triton_cases.py --device cuda),
+#   2. the benchmark's GPU shape set in bf16 (kernels/benchmarks/bench_softmax_kl.py).
+# Usage, from the repository root:  bash kernels/benchmarks/gpu_check.sh [OUT_DIR]
+# Writes into OUT_DIR (default kernels/benchmarks/results): gpu_info.txt, triton_cases_cuda.json
+# and .log, softmax_kl_cuda.json and .png, bench_cuda.log. Exits non-zero if a case failed; the
+# benchmark runs either way.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+out="${1:-kernels/benchmarks/results}"
+mkdir -p "$out"
+unset TRITON_INTERPRET  # compiled kernels, not the interpreter
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+
+{
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || true
+  python -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, torch.cuda.get_device_name())"
+} 2>&1 | tee "$out/gpu_info.txt"
+
+status=0
+python -m tests.kernels.triton_cases --device cuda --json "$out/triton_cases_cuda.json" \
+  2>&1 | tee "$out/triton_cases_cuda.log" || status=1
+
+python -m kernels.benchmarks.bench_softmax_kl --device cuda --out-dir "$out" \
+  2>&1 | tee "$out/bench_cuda.log" || status=1
+exit $status
