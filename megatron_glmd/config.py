@@ -113,39 +113,50 @@ PRESETS: Dict[str, Dict[str, Any]] = {
 
 
 def _check_type(name: str, value: Any, field_type: str, where: str) -> Any:
-    expected = field_type.replace("Optional[", "").rstrip("]")
-    if value is None and field_type.startswith("Optional"):
+    optional = field_type.startswith("Optional[")
+    expected = field_type[len("Optional["):-1] if optional else field_type
+    if value is None and optional:
         return value
-    ok = {
-        "int": isinstance(value, int) and not isinstance(value, bool),
-        "float": isinstance(value, (int, float)) and not isinstance(value, bool),
-        "bool": isinstance(value, bool),
-        "str": isinstance(value, str),
-    }[expected]
-    if not ok:
+    checks = {
+        "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+        "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+        "bool": lambda v: isinstance(v, bool),
+        "str": lambda v: isinstance(v, str),
+        "List[str]": lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
+    }
+    if expected not in checks:
+        raise TypeError(f"config field {name!r} has unsupported type {field_type}")
+    if not checks[expected](value):
         raise ConfigError(f"{where}field {name!r} must be of type {expected}, got {value!r}")
     return float(value) if expected == "float" else value
+
+
+def dataclass_from_dict(cls, values: Dict[str, Any], *, where: str = ""):
+    """Build dataclass ``cls`` from a dict: unknown keys, missing keys and wrong types raise
+    ConfigError naming the key (``where`` prefixes the message, e.g. the file and section)."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where}expected a mapping, got {type(values).__name__}")
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ConfigError(f"{where}unknown config key {unknown[0]!r}; known keys: {', '.join(known)}")
+    missing = [f.name for f in known.values() if f.name not in values
+               and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise ConfigError(f"{where}missing required config key {missing[0]!r}")
+    return cls(**{k: _check_type(k, v, str(known[k].type), where) for k, v in values.items()})
 
 
 def from_dict(values: Dict[str, Any], *, where: str = "") -> ModelConfig:
     """Build a ModelConfig from a dict (optionally with ``preset``); reject unknown keys by name."""
     values = dict(values)
     prefix = f"{where}: " if where else ""
-    preset = values.pop("preset", None)
-    if preset is not None:
-        if preset not in PRESETS:
-            raise ConfigError(f"{prefix}unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
-        values = {**PRESETS[preset], **values}
-    known = {f.name: f for f in fields(ModelConfig)}
-    unknown = sorted(set(values) - set(known))
-    if unknown:
-        raise ConfigError(f"{prefix}unknown config key {unknown[0]!r}; known keys: {', '.join(known)}")
-    missing = [f.name for f in known.values()
-               if f.name not in values and f.default is dataclasses.MISSING]
-    if missing:
-        raise ConfigError(f"{prefix}missing required config key {missing[0]!r}")
-    typed = {k: _check_type(k, v, str(known[k].type), prefix) for k, v in values.items()}
-    return ModelConfig(**typed)
+    preset_name = values.pop("preset", None)
+    if preset_name is not None:
+        if preset_name not in PRESETS:
+            raise ConfigError(f"{prefix}unknown preset {preset_name!r}; choose from {', '.join(PRESETS)}")
+        values = {**PRESETS[preset_name], **values}
+    return dataclass_from_dict(ModelConfig, values, where=prefix)
 
 
 def preset(name: str, **overrides) -> ModelConfig:

@@ -25,6 +25,9 @@ def mark_parameter(param: nn.Parameter, init: Tuple, shard_dim: Optional[int] = 
     """Attach the init rule (``("normal", std)``, ``("ones",)`` or ``("zeros",)``) and the TP split."""
     param.init = init
     param.tp_shard = (shard_dim, group_rank(tp_group), group_size(tp_group))
+    # Megatron's/DeepSpeed's flag: sharded parameters count on every TP rank in the global
+    # gradient norm; replicated ones only on TP rank 0.
+    param.tensor_model_parallel = shard_dim is not None and group_size(tp_group) > 1
     return param
 
 

@@ -1,0 +1,162 @@
+"""Checkpoints: DeepSpeed engine state + this project's per-rank train state, published atomically.
+
+Layout of ``save_dir``::
+
+    config.yaml              the run's resolved configuration
+    latest                   name of the newest complete checkpoint (replaced atomically)
+    iter_0000100/            DeepSpeed's files (per-stage model layers, ZeRO-1 optimizer shards,
+                             scheduler) and train_state_rank{r}.pt (RNG states, iteration)
+
+A checkpoint is written to ``iter_XXXXXXX.partial`` and renamed once every rank has finished, then
+``latest`` is replaced: a crash while saving leaves the previous checkpoint loadable.
+"""
+from __future__ import annotations
+
+import glob
+import os
+import re
+import shutil
+from typing import Any, Dict, Optional
+
+import torch
+import torch.distributed as dist
+
+from ..config import ConfigError, ModelConfig
+from ..parallel.random import get_rng_tracker
+
+LATEST = "latest"
+CONFIG = "config.yaml"
+_LAYER_FILE = re.compile(r"layer_(\d+)-model_(\d+)-model_states\.pt$")
+
+
+def tag_for(iteration: int) -> str:
+    return f"iter_{iteration:07d}"
+
+
+def atomic_write_text(path: str, text: str) -> None:
+    tmp = f"{path}.tmp.{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def atomic_torch_save(obj: Any, path: str) -> None:
+    tmp = f"{path}.tmp.{os.getpid()}"
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def latest_tag(save_dir: str) -> Optional[str]:
+    path = os.path.join(save_dir, LATEST)
+    if not os.path.exists(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        tag = f.read().strip()
+    if not os.path.isdir(os.path.join(save_dir, tag)):
+        raise ConfigError(f"{path} names checkpoint {tag!r}, but {os.path.join(save_dir, tag)} does not exist")
+    return tag
+
+
+def rng_state() -> Dict[str, Any]:
+    state = {"torch": torch.get_rng_state(), "tracker": get_rng_tracker().get_states()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def set_rng_state(state: Dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+    get_rng_tracker().set_states(state["tracker"])
+
+
+def save_checkpoint(engine, save_dir: str, iteration: int, train_state: Dict[str, Any], config_yaml: str) -> str:
+    """Save on every rank (collective); returns the published tag."""
+    tag = tag_for(iteration)
+    partial = f"{tag}.partial"
+    rank = dist.get_rank()
+    if rank == 0:
+        os.makedirs(save_dir, exist_ok=True)
+        for stale in glob.glob(os.path.join(save_dir, "*.partial")):
+            shutil.rmtree(stale, ignore_errors=True)
+    dist.barrier()
+    engine.save_checkpoint(save_dir, tag=partial, save_latest=False)
+    atomic_torch_save(train_state, os.path.join(save_dir, partial, f"train_state_rank{rank}.pt"))
+    dist.barrier()
+    if rank == 0:
+        final = os.path.join(save_dir, tag)
+        if os.path.exists(final):
+            shutil.rmtree(final)
+        os.replace(os.path.join(save_dir, partial), final)
+        atomic_write_text(os.path.join(save_dir, CONFIG), config_yaml)
+        atomic_write_text(os.path.join(save_dir, LATEST), tag)
+    dist.barrier()
+    return tag
+
+
+def load_train_state(save_dir: str, tag: str) -> Dict[str, Any]:
+    path = os.path.join(save_dir, tag, f"train_state_rank{dist.get_rank()}.pt")
+    if not os.path.exists(path):
+        raise ConfigError(f"{path} is missing: the checkpoint was written by a run with a different world size")
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def saved_run_config(save_dir: str):
+    """The RunConfig stored beside a run's checkpoints."""
+    from .run_config import load_run_config
+
+    path = os.path.join(save_dir, CONFIG)
+    if not os.path.exists(path):
+        raise ConfigError(f"{path} is missing: {save_dir} is not a megatron-glmd checkpoint directory")
+    return load_run_config(path)
+
+
+def check_compatible(saved, current, save_dir: str, what: str) -> None:
+    """Raise ConfigError naming the first field in which a saved run cannot be loaded into this one."""
+    path = os.path.join(save_dir, CONFIG)
+    checks = [("parallel.tp", saved.parallel.tp, current.parallel.tp)]
+    if what == "resume":
+        checks.append(("parallel.pp", saved.parallel.pp, current.parallel.pp))
+    for name, old, new in checks:
+        if old != new:
+            raise ConfigError(f"{path}: {what} checkpoint has {name}={old}, this run has {name}={new}")
+
+
+def check_same_model(saved: ModelConfig, current: ModelConfig, path: str, what: str) -> None:
+    shape_fields = ("num_layers", "hidden_size", "num_attention_heads", "vocab_size", "ffn_size",
+                    "max_sequence_length")
+    for name in shape_fields:
+        old, new = getattr(saved, name), getattr(current, name)
+        if old != new:
+            raise ConfigError(f"{path}: {what} model has {name}={old}, this run expects {name}={new}")
+
+
+def load_stage_weights(module: torch.nn.Module, save_dir: str, prefix: str, tp_rank: int) -> None:
+    """Load the ``prefix``-named weights of a saved pipeline run into ``module`` (any PP layout).
+
+    Parameter names carry global layer indices, so the weights a stage needs are collected from
+    all of the saved stages' files of this TP rank.
+    """
+    tag = latest_tag(save_dir)
+    if tag is None:
+        raise ConfigError(f"{save_dir} has no '{LATEST}' file: no complete checkpoint to load")
+    files = [f for f in glob.glob(os.path.join(save_dir, tag, "layer_*-model_states.pt"))
+             if int(_LAYER_FILE.search(f).group(2)) == tp_rank]
+    if not files:
+        raise ConfigError(f"{os.path.join(save_dir, tag)} holds no model-state files for TP rank {tp_rank}")
+    available: Dict[str, torch.Tensor] = {}
+    for path in sorted(files):
+        for key, value in torch.load(path, map_location="cpu", weights_only=True).items():
+            if key.startswith(prefix):
+                available[key[len(prefix):]] = (value, path)
+    own = module.state_dict()
+    for key, target in own.items():
+        if key not in available:
+            raise ConfigError(f"{os.path.join(save_dir, tag)}: no saved weight {prefix}{key} for this stage")
+        value, path = available[key]
+        if value.shape != target.shape:
+            raise ConfigError(f"{path}: {prefix}{key} has shape {tuple(value.shape)}, expected {tuple(target.shape)}")
+        target.copy_(value)

@@ -1,0 +1,125 @@
+"""GLMD's word-prediction distillation loss L'_sp and its ablations (DESIGN.md §1.2).
+
+Losses travel as sums: each function returns the *sum* over this micro-batch's selected tokens,
+and the engine divides once by the number of selected tokens in the whole global batch (all
+micro-batches, all data-parallel ranks).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, Optional
+
+import torch
+import torch.distributed as dist
+
+from kernels.softmax_kl import softmax_kl
+
+from ..parallel.mappings import group_size
+from .cross_entropy import vocab_parallel_cross_entropy
+
+DISTILL_TOKENS = ("valid", "all", "infilled")
+DIVERGENCES = ("kl", "mse")
+NORMALIZE_BY = ("tokens", "positions")
+
+
+@dataclass(frozen=True)
+class DistillLossConfig:
+    """L'_sp and the paper's ablation switches; the defaults are GLMD's recipe."""
+
+    temperature: float = 15.0
+    distill_tokens: str = "valid"     # valid: m_p (every non-pad token); all: pads too; infilled: Part B only
+    divergence: str = "kl"            # kl: τ²·KL(teacher ‖ student); mse: MSE between logits
+    normalize_by: str = "tokens"      # tokens: Σ m_p; positions: every position incl. pads (GLMKD)
+    hard_label_weight: float = 0.0    # > 0 adds that much blank-infilling cross-entropy
+
+    def validate(self) -> "DistillLossConfig":
+        if self.temperature <= 0:
+            raise ValueError(f"loss.temperature must be > 0, got {self.temperature}")
+        for name, allowed in (("distill_tokens", DISTILL_TOKENS), ("divergence", DIVERGENCES),
+                              ("normalize_by", NORMALIZE_BY)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"loss.{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        if self.hard_label_weight < 0:
+            raise ValueError(f"loss.hard_label_weight must be >= 0, got {self.hard_label_weight}")
+        return self
+
+
+def valid_token_mask(length: torch.Tensor, seq_len: int) -> torch.Tensor:
+    """``[b, s]`` bool: True on the non-padding tokens of each sample."""
+    return torch.arange(seq_len, device=length.device).unsqueeze(0) < length.unsqueeze(1)
+
+
+def distill_token_mask(cfg: DistillLossConfig, length: torch.Tensor, loss_mask: torch.Tensor) -> torch.Tensor:
+    """The tokens L'_sp is computed on (``m_p`` by default)."""
+    if cfg.distill_tokens == "valid":
+        return valid_token_mask(length, loss_mask.shape[1])
+    if cfg.distill_tokens == "all":
+        return torch.ones_like(loss_mask, dtype=torch.bool)
+    return loss_mask > 0
+
+
+def distill_normalizer(cfg: DistillLossConfig, length: torch.Tensor, loss_mask: torch.Tensor) -> torch.Tensor:
+    """This micro-batch's share of the global denominator."""
+    if cfg.normalize_by == "positions":
+        return torch.tensor(float(loss_mask.numel()), device=loss_mask.device)
+    return distill_token_mask(cfg, length, loss_mask).sum().float()
+
+
+def hard_label_normalizer(loss_mask: torch.Tensor) -> torch.Tensor:
+    return (loss_mask > 0).sum().float()
+
+
+def _mse_sum(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor, group, vocab_end: int,
+             vocab_size: int) -> torch.Tensor:
+    """Σ over masked tokens of mean-over-vocabulary squared logit difference (the paper's MSE ablation)."""
+    diff = (student[:, :vocab_end].float() - teacher[:, :vocab_end].float()).square().sum(-1)
+    diff = diff * mask
+    if group_size(group) > 1:
+        diff = _AllReduceSum.apply(diff, group)
+    return diff.sum() / vocab_size
+
+
+class _AllReduceSum(torch.autograd.Function):
+    """Sum over the TP group in forward; each rank's partial sum gets the full upstream gradient."""
+
+    @staticmethod
+    def forward(ctx, x, group):
+        x = x.clone()
+        dist.all_reduce(x, group=group)
+        return x
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad, None
+
+
+def distill_loss_sums(cfg: DistillLossConfig, student_logits: torch.Tensor, teacher_logits: torch.Tensor,
+                      target_ids: torch.Tensor, loss_mask: torch.Tensor, length: torch.Tensor, *,
+                      tp_group: Optional[dist.ProcessGroup], vocab_end: int,
+                      vocab_size: int) -> Dict[str, torch.Tensor]:
+    """Per-micro-batch sums of the distillation loss parts over vocab-parallel logits ``[b, s, V_r]``.
+
+    Returns ``{"distill": Σ L'_sp, "hard_label": Σ CE}`` (the latter only if its weight > 0).
+    """
+    v = student_logits.shape[-1]
+    student = student_logits.reshape(-1, v)
+    teacher = teacher_logits.reshape(-1, v)
+    mask = distill_token_mask(cfg, length, loss_mask).reshape(-1)
+    if cfg.divergence == "kl":
+        distill = softmax_kl(student, teacher, temperature=cfg.temperature, mask=mask, group=tp_group,
+                             vocab_end=vocab_end, scale_by_t2=True, reduction="sum")
+    else:
+        distill = _mse_sum(student, teacher, mask.float(), tp_group, vocab_end, vocab_size)
+    parts = {"distill": distill}
+    if cfg.hard_label_weight > 0:
+        parts["hard_label"] = hard_label_sum(student_logits, target_ids, loss_mask, tp_group=tp_group,
+                                             vocab_end=vocab_end)
+    return parts
+
+
+def hard_label_sum(logits: torch.Tensor, target_ids: torch.Tensor, loss_mask: torch.Tensor, *,
+                   tp_group: Optional[dist.ProcessGroup], vocab_end: int) -> torch.Tensor:
+    """Σ over Part-B target tokens of the blank-infilling cross-entropy (teacher pre-training loss)."""
+    v = logits.shape[-1]
+    ce = vocab_parallel_cross_entropy(logits.reshape(-1, v), target_ids.reshape(-1), tp_group, vocab_end)
+    return (ce * (loss_mask.reshape(-1) > 0)).sum()

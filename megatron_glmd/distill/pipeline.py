@@ -1,0 +1,108 @@
+"""Teacher and student in one DeepSpeed pipeline: stage k holds both models' slice k.
+
+Each pipeline stage is one :class:`DistillStage` layer of a :class:`GLMDPipeline` (a
+``deepspeed.pipe.PipelineModule`` partitioned one layer per stage). A stage runs its slice of the
+student and, in ``distill`` mode, its slice of the co-located teacher: forward only, in eval
+mode, under ``no_grad``, keeping no activations. The teacher is deliberately *not* a registered
+submodule, so DeepSpeed never puts it in the optimizer, never converts or broadcasts it and never
+writes it into the student's checkpoints.
+
+What crosses a stage boundary (DeepSpeed sends every tensor of the tuple and expects a gradient
+back for every floating-point one):
+
+    first stage in:  input_ids, position_ids, sep, length
+    between stages:  student hidden (float, gets a gradient), teacher hidden viewed as an integer
+                     tensor of the same width (no gradient), sep, length
+    last stage out:  student logits [, teacher logits]        → loss_fn(outputs, labels)
+"""
+from __future__ import annotations
+
+from typing import Callable, Optional, Tuple
+
+import torch
+from torch import nn
+
+from ..config import ModelConfig
+from ..model import GLMStage
+from ..parallel.grid import ParallelGrid
+
+_INT_VIEW = {torch.float32: torch.int32, torch.bfloat16: torch.int16, torch.float16: torch.int16}
+
+
+class DistillStage(nn.Module):
+    """Pipeline stage ``pp_rank``: the student's slice, and (distill mode) the frozen teacher's slice."""
+
+    def __init__(self, pp_rank: int, student_config: ModelConfig, grid: ParallelGrid,
+                 teacher_config: Optional[ModelConfig] = None):
+        super().__init__()
+        self.pp_rank = pp_rank
+        self.is_first = pp_rank == 0
+        self.is_last = pp_rank == grid.pp_size - 1
+        self.student = GLMStage(student_config, tp_group=grid.tp_group, pp_rank=pp_rank, pp_size=grid.pp_size)
+        teacher = None
+        if teacher_config is not None:
+            teacher = GLMStage(teacher_config, tp_group=grid.tp_group, pp_rank=pp_rank, pp_size=grid.pp_size)
+            teacher.eval().requires_grad_(False)
+        object.__setattr__(self, "teacher", teacher)  # unregistered on purpose, see module docstring
+
+    def teacher_to(self, device=None, dtype=None) -> None:
+        if self.teacher is not None:
+            self.teacher.to(device=device, dtype=dtype)
+
+    def forward(self, inputs: Tuple[torch.Tensor, ...]):
+        if self.is_first:
+            input_ids, position_ids, sep, length = inputs
+            student_in, teacher_in = input_ids, input_ids
+        else:
+            student_in, teacher_bits, sep, length = inputs
+            position_ids = None
+            teacher_in = _from_bits(teacher_bits, self.teacher) if self.teacher is not None else None
+        student_out = self.student(student_in, position_ids, sep, length)
+        teacher_out = None
+        if self.teacher is not None:
+            self.teacher.eval()
+            with torch.no_grad():
+                teacher_out = self.teacher(teacher_in, position_ids, sep, length)
+        if self.is_last:
+            return (student_out,) if teacher_out is None else (student_out, teacher_out)
+        teacher_bits = (teacher_out.view(_INT_VIEW[teacher_out.dtype]) if teacher_out is not None
+                        else torch.zeros(1, dtype=torch.int32, device=student_out.device))
+        return student_out, teacher_bits, sep, length
+
+
+def _from_bits(bits: torch.Tensor, teacher: GLMStage) -> torch.Tensor:
+    """Undo the integer view of the teacher's hidden state (its dtype is the teacher's parameter dtype)."""
+    dtype = next(teacher.parameters()).dtype
+    return bits.view(dtype)
+
+
+def build_pipeline(student_config: ModelConfig, grid: ParallelGrid, loss_fn: Callable,
+                   teacher_config: Optional[ModelConfig] = None):
+    """A ``GLMDPipeline`` with one :class:`DistillStage` per pipeline stage (only the local one is built)."""
+    from deepspeed.pipe import LayerSpec, PipelineModule
+    from deepspeed.runtime.pipe.topology import PipeModelDataParallelTopology
+
+    class GLMDPipeline(PipelineModule):
+        """PipelineModule whose first and last stage tie the student's word embedding."""
+
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            if grid.pp_size > 1 and grid.is_last_stage:
+                # The last stage's copy of the tied embedding counts once, on the first stage, in
+                # DeepSpeed's gradient norm (its own TiedLayerSpec marks copies the same way).
+                self.local_stage.student.word_embeddings.weight.ds_pipe_replicated = True
+
+        def get_tied_weights_and_groups(self):
+            tied = super().get_tied_weights_and_groups()
+            if grid.pp_size > 1 and (grid.is_first_stage or grid.is_last_stage):
+                tied.append((self.local_stage.student.word_embeddings.weight, grid.embedding_group))
+            return tied
+
+        @property
+        def local_stage(self) -> DistillStage:
+            return self.forward_funcs[0]
+
+    topology = PipeModelDataParallelTopology(num_pp=grid.pp_size, num_mp=grid.tp_size, num_dp=grid.dp_size)
+    specs = [LayerSpec(DistillStage, k, student_config, grid, teacher_config) for k in range(grid.pp_size)]
+    return GLMDPipeline(layers=specs, topology=topology, loss_fn=loss_fn, partition_method="uniform",
+                        activation_checkpoint_interval=0)
