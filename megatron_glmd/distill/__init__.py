@@ -1,0 +1,1 @@
+"""GLMD distillation: losses, the training engine (teacher pre-training and distillation), checkpoints."""
