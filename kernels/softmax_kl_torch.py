@@ -6,7 +6,8 @@ statistics, `grad` writes the shard's gradient. Rows are processed in chunks of 
 is those buffers plus the gradient in the input dtype, never an fp32 `[N, V]` tensor.
 
 Parallelism: on the CPU the chunks are shared out to `torch.get_num_threads()` Python threads,
-each running single-threaded ops, instead of letting every op fork and join its own OpenMP team.
+each running single-threaded ops (`torch.set_num_threads(1)` for the duration of the call, then
+restored), instead of letting every op fork and join its own OpenMP team.
 A chunk takes a dozen short ops; with one team per op, each join waits for the slowest thread, and
 when another process competes for the cores that wait is a scheduler time slice: measured here
 on 2 cores with one busy process, 11 s instead of 0.5 s for the statistics of 4096 x 50304.
@@ -21,6 +22,8 @@ import torch
 # 4 MiB of fp32 per work buffer (3 per thread in row_stats): few enough ops per row, and the
 # buffers of two threads stay inside a 32 MiB L3 cache.
 CHUNK_ELEMENTS = 1 << 20
+# below this many values, starting threads costs more than it saves
+MIN_POOL_ELEMENTS = 1 << 16
 
 
 def acc_dtype(*tensors: torch.Tensor) -> torch.dtype:
@@ -42,11 +45,16 @@ def _load_scaled(x: torch.Tensor, inv_tau: float, out: torch.Tensor) -> torch.Te
 
 
 def _for_each_chunk(n: int, width: int, device: torch.device, n_buffers: int, dtype, work):
-    """Call work(r0, r1, buffers) over row chunks [r0, r1); `buffers` are per-thread scratch."""
+    """Call work(r0, r1, buffers) over row chunks [r0, r1); `buffers` are per-thread scratch.
+
+    On the CPU every op runs single-threaded for the duration (see the module docstring); the
+    chunks go to a pool of `torch.get_num_threads()` threads when there are enough of them.
+    """
     threads = torch.get_num_threads() if device.type == "cpu" else 1
     rows = max(1, CHUNK_ELEMENTS // max(width, 1))
-    if threads > 1:
-        rows = min(rows, -(-n // (4 * threads)))  # at least ~4 chunks per thread to balance load
+    pooled = threads > 1 and n >= 2 and n * width >= MIN_POOL_ELEMENTS
+    if pooled:
+        rows = min(rows, -(-n // (4 * threads)))  # ~4 chunks per thread to balance the load
     starts = itertools.count(0, rows)  # next() is atomic under the GIL
 
     def worker():
@@ -59,11 +67,14 @@ def _for_each_chunk(n: int, width: int, device: torch.device, n_buffers: int, dt
                 r1 = min(n, r0 + rows)
                 work(r0, r1, [b[: r1 - r0] for b in buffers])
 
-    if threads <= 1 or n <= rows:
+    if threads <= 1:
         worker()
         return
-    torch.set_num_threads(1)  # new threads initialise their intra-op team size from this
+    torch.set_num_threads(1)  # also what new threads initialise their intra-op team size from
     try:
+        if not pooled:
+            worker()
+            return
         with ThreadPoolExecutor(threads) as pool:
             for future in [pool.submit(worker) for _ in range(threads)]:
                 future.result()

@@ -144,6 +144,17 @@ def cuda_peak_memory(fn, s, t):
     return torch.cuda.max_memory_allocated() - before
 
 
+def _cpu_name():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def cpu_copy_bandwidth():
     """Bytes/s of a large fp32 copy (read + write): what this CPU's memory does in practice."""
     x = torch.randn(64 << 20)
@@ -244,6 +255,8 @@ def plot(rows, variants, path, title, peak_bps):
     import matplotlib.pyplot as plt
 
     shapes = sorted({(r["n"], r["v"]) for r in rows})
+    variants = [name for name in variants  # leave out variants that never ran (no Liger)
+                if any("median_s" in r for r in rows if r["variant"] == name)]
     labels = [f"{n}x{v}" for n, v in shapes]
     panels = [("median_s", 1e3, "fwd+bwd median (ms)", True),
               ("peak_extra_bytes", 2.0 ** -20, "peak extra memory (MiB)", True),
@@ -293,7 +306,7 @@ def main(argv=None):
     p.add_argument("--variants", default="glmd,naive,compiled,liger")
     p.add_argument("--tau", type=float, default=15.0, help="temperature (GLMD uses 15)")
     p.add_argument("--warmup", type=int, help="default 2 on cpu, 5 on cuda")
-    p.add_argument("--reps", type=int, help="default 5 on cpu, 20 on cuda")
+    p.add_argument("--reps", type=int, help="default 7 on cpu, 20 on cuda")
     p.add_argument("--peak-gbps", type=float, help="GPU memory peak in GB/s (default: by name)")
     p.add_argument("--out-dir", type=Path, default=RESULTS_DIR)
     p.add_argument("--tag", default="", help="suffix of the output file names")
@@ -305,10 +318,10 @@ def main(argv=None):
     shapes = args.shapes or (GPU_SHAPES if device == "cuda" else CPU_SHAPES)
     variants = [x for x in args.variants.split(",") if x]
     warmup = args.warmup if args.warmup is not None else (5 if device == "cuda" else 2)
-    reps = args.reps if args.reps is not None else (20 if device == "cuda" else 5)
+    reps = args.reps if args.reps is not None else (20 if device == "cuda" else 7)
 
     meta = dict(
-        command="python -m kernels.benchmarks.bench_softmax_kl " + " ".join(argv),
+        command=" ".join(["python -m kernels.benchmarks.bench_softmax_kl"] + list(argv)),
         date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         device=device, dtype=dtype_name, tau=args.tau, warmup=warmup, reps=reps,
         torch=torch.__version__, python=platform.python_version(),
@@ -333,8 +346,9 @@ def main(argv=None):
                     else next((bw for key, bw in GPU_PEAK if key in name), None))
         meta["peak_bytes_per_s"] = peak_bps
     else:
-        meta["device_name"] = platform.processor() or platform.machine()
+        meta["device_name"] = _cpu_name()
         meta["cpu_threads"] = torch.get_num_threads()
+        meta["load_average_before"] = os.getloadavg()
         meta["cpu_copy_bytes_per_s"] = cpu_copy_bandwidth()
     meta["glmd_backend"] = backend_name(torch.empty(1, 1, device=device, dtype=DTYPES[dtype_name]))
 
@@ -342,6 +356,8 @@ def main(argv=None):
     for n, v in shapes:
         print(f"... {n}x{v} {dtype_name}", file=sys.stderr, flush=True)
         rows += bench_shape(n, v, dtype_name, device, variants, args.tau, warmup, reps)
+    if device == "cpu":
+        meta["load_average_after"] = os.getloadavg()  # other processes share these cores
     add_derived(rows, DTYPES[dtype_name].itemsize, peak_bps)
     print_table(rows, peak_bps)
 
