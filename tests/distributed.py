@@ -51,6 +51,8 @@ def run_distributed(world_size: int, fn, *args):
                                nprocs=world_size, join=True, start_method="spawn")
         except mp.ProcessRaisedException:
             pass  # the per-rank report below carries the traceback
+        except mp.ProcessExitedException as e:  # killed by a signal or exited without a report
+            raise AssertionError(f"distributed test failed: {e}") from None
         results = []
         errors = []
         for rank in range(world_size):

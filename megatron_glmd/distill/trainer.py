@@ -20,7 +20,7 @@ from ..parallel.grid import ParallelGrid
 from ..parallel.random import model_parallel_seed
 from ..parallel.vocab import vocab_shard_real_columns
 from . import checkpointing as ckpt
-from .batches import micro_batches, pipeline_item
+from ..data.loader import DataParallelLoader
 from .losses import distill_loss_sums, distill_normalizer, hard_label_normalizer, hard_label_sum, valid_token_mask
 from .metrics import default_peak_tflops, memory_gib, training_flops_per_token
 from .optim import build_optimizer, build_scheduler, param_groups
@@ -28,6 +28,13 @@ from .pipeline import build_pipeline
 from .run_config import RunConfig
 
 EVAL_FIELDS = ("kl", "student_ce", "teacher_ce", "valid_tokens", "target_tokens")
+INPUT_KEYS = ("input_ids", "position_ids", "sep", "length")   # what the first stage reads
+LABEL_KEYS = ("target_ids", "loss_mask", "length")            # what the last stage's loss reads
+
+
+def pipeline_item(batch: Dict[str, torch.Tensor]):
+    """(first-stage inputs, last-stage labels) of a collated micro-batch, as DeepSpeed's pipeline reads them."""
+    return tuple(batch[k] for k in INPUT_KEYS), tuple(batch[k] for k in LABEL_KEYS)
 
 
 def init_distributed() -> None:
@@ -92,6 +99,7 @@ class Trainer:
             model=self.pipe, optimizer=optimizer, config=self._deepspeed_config(),
             lr_scheduler=build_scheduler(cfg.optimizer, cfg.train.iterations))
         self.iteration = 0
+        self.train_loader = self._loader(train_data)
         self._maybe_resume()
         self.flops_per_token = training_flops_per_token(student_config, self.teacher_config, cfg.data.seq_length,
                                                         cfg.train.checkpoint_activations)
@@ -193,12 +201,20 @@ class Trainer:
                             (loss_mask > 0).sum().float()])
 
     # ------------------------------------------------------------------ loop
-    def _batches(self, dataset, iteration: int):
+    def _loader(self, dataset) -> DataParallelLoader:
         t = self.cfg.train
-        return micro_batches(dataset, iteration, t.global_batch_size, t.micro_batch_size, self.grid.dp_rank, self.dp)
+        return DataParallelLoader(dataset, t.global_batch_size, t.micro_batch_size, self.grid.dp_rank, self.dp)
+
+    def _next_batches(self, loader: DataParallelLoader, what: str) -> List[Dict[str, torch.Tensor]]:
+        try:
+            return [next(loader) for _ in range(self.gas)]
+        except StopIteration:
+            raise RuntimeError(f"{what} data exhausted after {loader.consumed_samples} samples: the dataset has "
+                               f"{len(loader.dataset)} samples, fewer than needed for the configured iterations "
+                               f"x global batch {self.cfg.train.global_batch_size}") from None
 
     def train_step(self) -> Dict[str, float]:
-        batches = self._batches(self.train_data, self.iteration)
+        batches = self._next_batches(self.train_loader, "training")
         self._set_normalizers(batches)
         loss = self.engine.train_batch(iter([pipeline_item(b) for b in batches]))
         self.iteration += 1
@@ -210,12 +226,16 @@ class Trainer:
     def evaluate(self, dataset=None, iterations: Optional[int] = None) -> Dict[str, float]:
         """Held-out student (and teacher) blank-infilling loss and student–teacher KL (τ = 1) per token."""
         dataset = dataset if dataset is not None else self.valid_data
-        iterations = iterations or self.cfg.logging.eval_iters
+        loader = self._loader(dataset)
+        iterations = min(iterations or self.cfg.logging.eval_iters, loader.num_global_batches)
+        if iterations < 1:
+            raise ValueError(f"evaluation data has {len(dataset)} samples, fewer than one global batch "
+                             f"({self.cfg.train.global_batch_size})")
         totals = torch.zeros(len(EVAL_FIELDS), dtype=torch.float64)
         self._evaluating = True
         try:
-            for it in range(iterations):
-                batches = self._batches(dataset, it)
+            for _ in range(iterations):
+                batches = self._next_batches(loader, "evaluation")
                 self.engine.total_loss = self.engine.total_additional_losses = None  # left over from training
                 out = self.engine.eval_batch(iter([pipeline_item(b) for b in batches]), bcast_loss=False)
                 result = torch.zeros(len(EVAL_FIELDS), device=self.device)
@@ -295,7 +315,7 @@ class Trainer:
     def save(self) -> str:
         import yaml
 
-        state = {"iteration": self.iteration, "rng": ckpt.rng_state()}
+        state = {"iteration": self.iteration, "rng": ckpt.rng_state(), "loader": self.train_loader.state_dict()}
         text = yaml.safe_dump(self.cfg.to_dict(), sort_keys=False)
         tag = ckpt.save_checkpoint(self.engine, self.cfg.checkpoint.save_dir, self.iteration, state, text)
         self.log(f"saved checkpoint {os.path.join(self.cfg.checkpoint.save_dir, tag)}")
@@ -311,5 +331,6 @@ class Trainer:
         self.engine.load_checkpoint(save_dir, tag=tag, load_optimizer_states=True, load_lr_scheduler_states=True)
         state = ckpt.load_train_state(save_dir, tag)
         ckpt.set_rng_state(state["rng"])
+        self.train_loader.load_state_dict(state["loader"])
         self.iteration = state["iteration"]
         self.log(f"resumed from {os.path.join(save_dir, tag)} at iteration {self.iteration}")
