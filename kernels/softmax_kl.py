@@ -21,6 +21,7 @@ import math
 import os
 
 import torch
+from torch.autograd.function import once_differentiable
 
 from . import softmax_kl_stats, softmax_kl_torch
 
@@ -77,6 +78,7 @@ class SoftmaxKLFunction(torch.autograd.Function):
         return total
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad_out):
         student, teacher, lse_s, lse_t, keep = ctx.saved_tensors
         vocab_end, tau, scale_by_t2, reduction, backend, count = ctx.params
