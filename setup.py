@@ -38,6 +38,7 @@ setup(
     entry_points={
         "console_scripts": [
             "glmd-model-info=megatron_glmd.cli.model_info:main",
+            "glmd-train=megatron_glmd.cli.train:main",
         ],
     },
 )

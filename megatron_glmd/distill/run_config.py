@@ -9,7 +9,7 @@ YAML layout (every section optional except ``model`` and ``data``)::
     train: {iterations: 100, micro_batch_size: 4, global_batch_size: 8, precision: fp32, seed: 1234}
     optimizer: {lr: 4.0e-4, warmup_iters: 10, decay_iters: 80}
     loss: {temperature: 15.0}
-    data: {train_prefixes: [data/corpus_text], tokenizer_model: tok.model, seq_length: 128}
+    data: {train_prefix: data/train, valid_prefix: data/valid, tokenizer_model: tok.model, seq_length: 128}
     checkpoint: {save_dir: runs/student, save_interval: 50}
     logging: {log_interval: 10, tensorboard_dir: runs/student/tb}
 """
@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from dataclasses import dataclass
+from typing import Any, Dict, Optional, Sequence
 
 from ..config import ConfigError, ModelConfig, dataclass_from_dict, from_dict
 from .losses import DistillLossConfig
@@ -60,8 +60,8 @@ class OptimizerConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
-    train_prefixes: List[str] = field(default_factory=list)
-    valid_prefixes: List[str] = field(default_factory=list)
+    train_prefix: str = ""           # a preprocessed dataset (PREFIX.bin / PREFIX.idx)
+    valid_prefix: Optional[str] = None
     tokenizer_model: str = ""
     seq_length: int = 512
     task_mask: bool = False          # GLM-2B/10B task-mask mode ([MASK] / [sMASK] / [gMASK] mixture)
@@ -78,7 +78,7 @@ class CheckpointConfig:
 @dataclass(frozen=True)
 class LoggingConfig:
     log_interval: int = 10
-    eval_interval: int = 0           # 0: evaluate only at the end (when valid_prefixes are given)
+    eval_interval: int = 0           # 0: evaluate only at the end (when data.valid_prefix is given)
     eval_iters: int = 4
     tensorboard_dir: Optional[str] = None
     progress_bar: bool = True
@@ -134,8 +134,8 @@ class RunConfig:
         if self.data.seq_length > self.model.max_sequence_length:
             raise ConfigError(f"data.seq_length {self.data.seq_length} exceeds model.max_sequence_length "
                               f"{self.model.max_sequence_length}")
-        if not self.data.train_prefixes:
-            raise ConfigError("data.train_prefixes is empty: give at least one preprocessed dataset prefix")
+        if not self.data.train_prefix:
+            raise ConfigError("data.train_prefix is empty: give a preprocessed dataset prefix")
         return self
 
     def to_dict(self) -> Dict[str, Any]:
@@ -171,7 +171,25 @@ def run_config_from_dict(values: Dict[str, Any], where: str = "") -> RunConfig:
     return RunConfig(**kwargs)
 
 
-def load_run_config(path: str) -> RunConfig:
+def apply_overrides(values: Dict[str, Any], overrides: Sequence[str]) -> Dict[str, Any]:
+    """Apply ``section.key=value`` strings (values parsed as YAML) to a run-config dict."""
+    import yaml
+
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override expects section.key=value, got {item!r}")
+        target = values
+        *parents, leaf = key.split(".")
+        for part in parents:
+            target = target.setdefault(part, {})
+            if not isinstance(target, dict):
+                raise ConfigError(f"override {item}: {part!r} is not a section")
+        target[leaf] = yaml.safe_load(raw)
+    return values
+
+
+def load_run_config(path: str, overrides: Sequence[str] = ()) -> RunConfig:
     import yaml
 
     if not os.path.exists(path):
@@ -181,7 +199,9 @@ def load_run_config(path: str) -> RunConfig:
             values = yaml.safe_load(f) or {}
         except yaml.YAMLError as e:
             raise ConfigError(f"{path}: not valid YAML: {e}") from None
-    return run_config_from_dict(values, where=path)
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: expected a mapping of config sections, got {type(values).__name__}")
+    return run_config_from_dict(apply_overrides(values, overrides), where=path)
 
 
 def save_run_config(config: RunConfig, path: str) -> None:

@@ -28,7 +28,7 @@ def run_config(mode, tp, pp, save_dir, teacher=None, iterations=4, **train):
         # A large Adam eps keeps the update a smooth function of the gradient, so that rounding
         # differences between layouts are not amplified into sign flips of tiny-gradient updates.
         "optimizer": {"lr": 1e-2, "warmup_iters": 1, "eps": 1e-3},
-        "data": {"train_prefixes": ["synthetic"], "seq_length": SEQ},
+        "data": {"train_prefix": "synthetic", "seq_length": SEQ},
         "checkpoint": {"save_dir": save_dir},
         "logging": {"log_interval": 100, "progress_bar": False, "eval_iters": 2},
     })

@@ -1,0 +1,41 @@
+"""glmd-train: teacher pre-training or GLMD distillation from a run configuration.
+
+    glmd-train --config run.yaml [--set train.iterations=1000 --set parallel.tp=2 ...]
+
+Run one process per device (torchrun, ``deepspeed``, or srun with RANK/WORLD_SIZE/LOCAL_RANK/
+MASTER_ADDR/MASTER_PORT set, as ``launch/`` does); a single process needs nothing set.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..config import ConfigError
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="glmd-train", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", required=True, help="run configuration YAML")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="override one configuration value (repeatable)")
+    args = parser.parse_args(argv)
+    try:
+        from ..distill.data import build_datasets
+        from ..distill.run_config import load_run_config
+        from ..distill.trainer import Trainer
+
+        cfg = load_run_config(args.config, args.set)
+        train_data, valid_data = build_datasets(cfg)
+        trainer = Trainer(cfg, train_data, valid_data)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    trainer.train()
+    if valid_data is not None:
+        metrics = trainer.evaluate()
+        trainer.log("held-out: " + " | ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

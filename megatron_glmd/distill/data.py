@@ -1,0 +1,46 @@
+"""Build the training and validation sample datasets of a run from its ``data`` section."""
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+from ..config import ConfigError
+from ..data.blank_infilling import BlankInfillingConfig
+from ..data.errors import DataError
+from ..data.glm_dataset import BlankInfillingDataset
+from ..data.indexed_dataset import IndexedDataset
+from ..data.tokenizer import GLMTokenizer
+from .run_config import RunConfig
+
+
+def check_tokenizer(cfg: RunConfig) -> GLMTokenizer:
+    """The run's tokenizer, whose vocabulary must be the model's."""
+    try:
+        tokenizer = GLMTokenizer(cfg.data.tokenizer_model)
+    except (DataError, OSError) as e:
+        raise ConfigError(f"data.tokenizer_model: {e}") from None
+    if tokenizer.vocab_size != cfg.model.vocab_size:
+        raise ConfigError(f"model.vocab_size={cfg.model.vocab_size} but the tokenizer {cfg.data.tokenizer_model} "
+                          f"has {tokenizer.vocab_size} tokens: set model.vocab_size to {tokenizer.vocab_size}")
+    return tokenizer
+
+
+def _dataset(prefix: str, cfg: RunConfig, num_samples: int, seed: int) -> BlankInfillingDataset:
+    try:
+        indexed = IndexedDataset(prefix)
+        return BlankInfillingDataset(indexed, BlankInfillingConfig(seq_length=cfg.data.seq_length,
+                                                                   task_mask=cfg.data.task_mask),
+                                     seed=seed, num_samples=num_samples,
+                                     mode_group_size=cfg.train.global_batch_size)
+    except DataError as e:
+        raise ConfigError(f"data prefix {prefix}: {e}") from None
+
+
+def build_datasets(cfg: RunConfig) -> Tuple[BlankInfillingDataset, Optional[BlankInfillingDataset]]:
+    """Training samples for every iteration of the run, and ``eval_iters`` global batches of validation."""
+    check_tokenizer(cfg)
+    batch = cfg.train.global_batch_size
+    train = _dataset(cfg.data.train_prefix, cfg, cfg.train.iterations * batch, cfg.data.seed)
+    valid = None
+    if cfg.data.valid_prefix:
+        valid = _dataset(cfg.data.valid_prefix, cfg, cfg.logging.eval_iters * batch, cfg.data.seed + 1)
+    return train, valid
