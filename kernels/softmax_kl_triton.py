@@ -2,9 +2,10 @@
 
 One program per row loops over the shard in blocks of at most `MAX_BLOCK_V` columns, accumulating
 in fp32, so any shard width works and nothing of size `[N, V]` is allocated except the gradient
-(input dtype). The gradient kernel works in base 2 (`exp2` of
-logits pre-multiplied by log2(e)/tau, log-sum-exps converted on the host). Traffic: `row_stats` reads both inputs once,
-`grad` reads them again and writes the gradient once (10 bytes per column-row in bf16).
+(input dtype). The gradient kernel works in base 2 (`exp2` of logits pre-multiplied by
+log2(e)/tau; the host converts the log-sum-exps). Traffic: `row_stats` reads both inputs once,
+`grad` reads them again and writes the gradient once (10 bytes per row and column in bf16).
+Rows whose mask (or gradient coefficient) is 0 read nothing.
 
 `TRITON_INTERPRET=1` must be set before this module (and triton) is first imported for the
 kernels to run on CPU tensors; `INTERPRETED` records whether that was the case.
