@@ -38,4 +38,5 @@ def test_triton_interpreted(name, interpreted):
     result = interpreted.get(name)
     assert result is not None, f"case {name} did not run"
     assert result["status"] == "ok", result["detail"]
-    assert result["launches"] >= 2, "the Triton kernels were not launched"
+    if name not in triton_cases.NO_LAUNCH:
+        assert result["launches"] >= 2, "the Triton kernels were not launched"

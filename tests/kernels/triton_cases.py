@@ -23,7 +23,7 @@ import torch
 from tests.kernels.reference import assert_close_grad, reference
 
 CASES = {}
-TP_CASE = "tensor_parallel_2_ranks"
+NO_LAUNCH = {"fp64_takes_the_torch_path"}  # cases that check that Triton is NOT used
 
 
 def case(fn):
@@ -67,8 +67,7 @@ def _run(s, t, **kwargs):
     before = LAUNCHES.count
     student = s.detach().clone().requires_grad_(True)
     loss = softmax_kl(student, t, **kwargs)
-    upstream = kwargs.get("_upstream")
-    loss.backward(torch.ones_like(loss) if upstream is None else upstream)
+    loss.backward(torch.ones_like(loss))
     assert LAUNCHES.count == before + 2, "the Triton kernels were not both launched"
     return loss.detach(), student.grad
 
@@ -212,6 +211,24 @@ def agrees_with_torch_path(device):
     torch.testing.assert_close(loss.cpu(), kl * 9.0, rtol=1e-5, atol=1e-6)
     g = softmax_kl_torch.grad(s.cpu(), t.cpu(), lse_s, lse_t, torch.full((5,), 3.0), 1250, 3.0)
     assert_close_grad(grad.cpu(), g.double(), 1e-5)
+
+
+@case
+def fp64_takes_the_torch_path(device):
+    """fp64 is a reference dtype: the PyTorch path, even where Triton is available."""
+    from kernels import softmax_kl
+    from kernels.softmax_kl import backend_name
+    s, t = _logits(3, 50, device, dtype=torch.float64)
+    assert backend_name(s, t) == "torch" and backend_name(s.float(), t) == "torch"
+    assert backend_name(s.float(), t.float()) == "triton"
+    before = LAUNCHES.count
+    student = s.clone().requires_grad_(True)
+    loss = softmax_kl(student, t, temperature=2.0, reduction="none")
+    loss.sum().backward()
+    assert LAUNCHES.count == before
+    rows, grad = reference(s.cpu(), t.cpu(), temperature=2.0)
+    torch.testing.assert_close(loss.cpu(), rows, rtol=1e-10, atol=1e-12)
+    assert_close_grad(student.grad.cpu(), grad, 1e-10)
 
 
 def _tp_worker(rank, world, cases):
