@@ -34,16 +34,17 @@ def backend_name(student_logits: torch.Tensor, teacher_logits: torch.Tensor | No
     tensors = [student_logits] + ([teacher_logits] if teacher_logits is not None else [])
     if any(x.dtype == torch.float64 for x in tensors):
         return "torch"
-    if student_logits.is_cuda:
-        return "triton"
-    if student_logits.device.type == "cpu" and os.environ.get("TRITON_INTERPRET", "0") == "1":
-        try:
-            from . import softmax_kl_triton
-        except ImportError:
-            return "torch"
-        # triton decides interpret mode when the kernels are defined (this module's import)
+    on_cpu = student_logits.device.type == "cpu"
+    if not (student_logits.is_cuda
+            or on_cpu and os.environ.get("TRITON_INTERPRET", "0") == "1"):
+        return "torch"
+    try:
+        from . import softmax_kl_triton
+    except ImportError:  # no triton on this platform
+        return "torch"
+    if on_cpu:  # triton decides interpret mode when the kernels are defined (at that import)
         return "triton" if softmax_kl_triton.INTERPRETED else "torch"
-    return "torch"
+    return "triton"
 
 
 def _backend(name: str):

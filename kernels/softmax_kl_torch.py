@@ -36,14 +36,6 @@ def _neg_inf_to_zero(m: torch.Tensor) -> torch.Tensor:
     return torch.where(m == float("-inf"), torch.zeros_like(m), m)
 
 
-def _load_scaled(x: torch.Tensor, inv_tau: float, out: torch.Tensor) -> torch.Tensor:
-    """out = x / tau, computed in the accumulation dtype (a half input is upcast first)."""
-    if x.dtype == out.dtype:
-        return torch.mul(x, inv_tau, out=out)
-    out.copy_(x)
-    return out.mul_(inv_tau) if inv_tau != 1.0 else out
-
-
 def _for_each_chunk(n: int, width: int, device: torch.device, n_buffers: int, dtype, work):
     """Call work(r0, r1, buffers) over row chunks [r0, r1); `buffers` are per-thread scratch.
 
@@ -104,12 +96,12 @@ def row_stats(student: torch.Tensor, teacher: torch.Tensor, keep: torch.Tensor |
         if keep is not None and not bool(keep[r0:r1].any()):
             return
         a, b, e = buffers
-        _load_scaled(s[r0:r1], inv_tau, a)
-        _load_scaled(t[r0:r1], inv_tau, b)
-        m_s = _neg_inf_to_zero(a.amax(dim=1))
-        m_t = _neg_inf_to_zero(b.amax(dim=1))
-        a.sub_(m_s[:, None])
-        b.sub_(m_t[:, None])
+        # max(x)/tau is max(x/tau) exactly (tau > 0, rounding is monotone); then a = s/tau - m_s
+        # in one op, in the accumulation dtype (type promotion by the fp32/fp64 maxima)
+        m_s = _neg_inf_to_zero(s[r0:r1].amax(dim=1).to(acc) * inv_tau)
+        m_t = _neg_inf_to_zero(t[r0:r1].amax(dim=1).to(acc) * inv_tau)
+        torch.add(-m_s[:, None], s[r0:r1], alpha=inv_tau, out=a)
+        torch.add(-m_t[:, None], t[r0:r1], alpha=inv_tau, out=b)
         l_s = torch.exp(a, out=e).sum(dim=1)
         l_t = torch.exp(b, out=e).sum(dim=1)
         # (b - m_t) - (a - m_s): the shifted logits are what is left in the buffers
@@ -140,6 +132,7 @@ def grad(student: torch.Tensor, teacher: torch.Tensor, lse_s: torch.Tensor, lse_
     acc = acc_dtype(student, teacher)
     inv_tau = 1.0 / tau
     coef = coef.to(acc)
+    neg_lse_s, neg_lse_t = -lse_s.to(acc), -lse_t.to(acc)
     direct = student.dtype == acc  # the gradient slice itself can be the work buffer
 
     def work(r0, r1, buffers):
@@ -150,8 +143,9 @@ def grad(student: torch.Tensor, teacher: torch.Tensor, lse_s: torch.Tensor, lse_
             return
         a = target if direct else buffers[0]
         b = buffers[-1]
-        _load_scaled(s[r0:r1], inv_tau, a).sub_(lse_s[r0:r1, None]).exp_()
-        _load_scaled(t[r0:r1], inv_tau, b).sub_(lse_t[r0:r1, None]).exp_()
+        # x/tau - lse in one op, computed in the accumulation dtype (type promotion by -lse)
+        torch.add(neg_lse_s[r0:r1, None], s[r0:r1], alpha=inv_tau, out=a).exp_()
+        torch.add(neg_lse_t[r0:r1, None], t[r0:r1], alpha=inv_tau, out=b).exp_()
         a.sub_(b).mul_(coef[r0:r1, None])
         if bool(dead.any()):  # dropped rows may have a meaningless (inf/NaN) log-sum-exp
             a.masked_fill_(dead[:, None], 0)
