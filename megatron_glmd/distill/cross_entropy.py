@@ -18,7 +18,8 @@ class _VocabParallelCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx, logits, target, group, vocab_end):
         n, v = logits.shape
-        x = logits.float()
+        compute_dtype = torch.promote_types(logits.dtype, torch.float32)  # at least fp32
+        x = logits.to(compute_dtype)
         if vocab_end < v:
             x = x.clone()
             x[:, vocab_end:] = float("-inf")
@@ -31,7 +32,7 @@ class _VocabParallelCrossEntropy(torch.autograd.Function):
         local_target = target - start
         in_shard = (local_target >= 0) & (local_target < vocab_end)
         rows = torch.arange(n, device=logits.device)
-        target_shifted = torch.where(in_shard, logits.float()[rows, local_target.clamp(0, v - 1)] - row_max,
+        target_shifted = torch.where(in_shard, logits.to(compute_dtype)[rows, local_target.clamp(0, v - 1)] - row_max,
                                      torch.zeros_like(row_max))
         stats = torch.stack([exp.sum(dim=-1), target_shifted])
         if group_size(group) > 1:
@@ -56,7 +57,8 @@ class _VocabParallelCrossEntropy(torch.autograd.Function):
 def vocab_parallel_cross_entropy(logits: torch.Tensor, target: torch.Tensor,
                                  group: Optional[dist.ProcessGroup] = None,
                                  vocab_end: Optional[int] = None) -> torch.Tensor:
-    """Per-token cross-entropy ``[N]`` (fp32) of ``[N, V_r]`` logit shards against global target ids."""
+    """Per-token cross-entropy ``[N]`` (fp32, or fp64 for fp64 logits) of ``[N, V_r]`` logit shards
+    against global target ids."""
     if logits.dim() != 2 or target.shape != logits.shape[:1]:
         raise ValueError(f"logits must be [N, V_r] and target [N], got {tuple(logits.shape)} and "
                          f"{tuple(target.shape)}")

@@ -72,7 +72,8 @@ def hard_label_normalizer(loss_mask: torch.Tensor) -> torch.Tensor:
 def _mse_sum(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor, group, vocab_end: int,
              vocab_size: int) -> torch.Tensor:
     """Σ over masked tokens of mean-over-vocabulary squared logit difference (the paper's MSE ablation)."""
-    diff = (student[:, :vocab_end].float() - teacher[:, :vocab_end].float()).square().sum(-1)
+    dtype = torch.promote_types(student.dtype, torch.float32)
+    diff = (student[:, :vocab_end].to(dtype) - teacher[:, :vocab_end].to(dtype)).square().sum(-1)
     diff = diff * mask
     if group_size(group) > 1:
         diff = _AllReduceSum.apply(diff, group)

@@ -9,6 +9,7 @@ loss (normalised once over the whole global batch), data, checkpoints and loggin
 from __future__ import annotations
 
 import os
+import sys
 import time
 from typing import Dict, List, Optional
 
@@ -258,7 +259,7 @@ class Trainer:
         history = []
         tokens_per_iter = cfg.train.global_batch_size * cfg.data.seq_length
         bar = None
-        if cfg.logging.progress_bar and dist.get_rank() == 0:
+        if cfg.logging.progress_bar and dist.get_rank() == 0 and sys.stderr.isatty():
             from tqdm import tqdm
             bar = tqdm(total=cfg.train.iterations, initial=self.iteration, desc=cfg.mode, unit="it", dynamic_ncols=True)
         window_start, window_iters = time.perf_counter(), 0
@@ -285,8 +286,7 @@ class Trainer:
                 self.save()
         if bar is not None:
             bar.close()
-        if cfg.checkpoint.save_dir and (not history or ckpt.latest_tag(cfg.checkpoint.save_dir) !=
-                                        ckpt.tag_for(self.iteration)):
+        if cfg.checkpoint.save_dir and ckpt.latest_tag(cfg.checkpoint.save_dir) != ckpt.tag_for(self.iteration):
             self.save()
         return history
 
