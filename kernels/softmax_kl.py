@@ -13,7 +13,9 @@ fp64 inputs (a reference dtype, e.g. for gradcheck) on any device. Both share on
 The gradient is computed in backward, not written during forward as Liger-Kernel does: forward
 reads both inputs once (statistics), backward reads them again and writes the gradient with the
 upstream gradient already folded in. That is the 10·N·V_r-byte minimum for bf16 with no extra
-scaling pass, and a forward without autograd (evaluation) reads the inputs only once.
+scaling pass, and a forward without autograd (evaluation) reads the inputs only once. The price:
+both inputs stay referenced until backward, so the teacher's logits are not freed right after the
+forward (in a 1F1B pipeline the last stage runs that backward immediately).
 """
 from __future__ import annotations
 
