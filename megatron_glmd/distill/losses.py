@@ -31,6 +31,7 @@ class DistillLossConfig:
     divergence: str = "kl"            # kl: τ²·KL(teacher ‖ student); mse: MSE between logits
     normalize_by: str = "tokens"      # tokens: Σ m_p; positions: every position incl. pads (GLMKD)
     hard_label_weight: float = 0.0    # > 0 adds that much blank-infilling cross-entropy
+    intermediate_weight: float = 0.0  # > 0 adds that much intermediate-layer hidden-state MSE
 
     def validate(self) -> "DistillLossConfig":
         if self.temperature <= 0:
@@ -39,8 +40,9 @@ class DistillLossConfig:
                               ("normalize_by", NORMALIZE_BY)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"loss.{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
-        if self.hard_label_weight < 0:
-            raise ValueError(f"loss.hard_label_weight must be >= 0, got {self.hard_label_weight}")
+        for name in ("hard_label_weight", "intermediate_weight"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"loss.{name} must be >= 0, got {getattr(self, name)}")
         return self
 
 

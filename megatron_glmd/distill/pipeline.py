@@ -25,6 +25,7 @@ from torch import nn
 from ..config import ModelConfig
 from ..model import GLMStage
 from ..parallel.grid import ParallelGrid
+from .intermediate import AddAuxiliaryGradient, IntermediateLayerLoss, stage_pairs
 
 _INT_VIEW = {torch.float32: torch.int32, torch.bfloat16: torch.int16, torch.float16: torch.int16}
 
@@ -33,7 +34,7 @@ class DistillStage(nn.Module):
     """Pipeline stage ``pp_rank``: the student's slice, and (distill mode) the frozen teacher's slice."""
 
     def __init__(self, pp_rank: int, student_config: ModelConfig, grid: ParallelGrid,
-                 teacher_config: Optional[ModelConfig] = None):
+                 teacher_config: Optional[ModelConfig] = None, intermediate_loss: bool = False):
         super().__init__()
         self.pp_rank = pp_rank
         self.is_first = pp_rank == 0
@@ -44,6 +45,12 @@ class DistillStage(nn.Module):
             teacher = GLMStage(teacher_config, tp_group=grid.tp_group, pp_rank=pp_rank, pp_size=grid.pp_size)
             teacher.eval().requires_grad_(False)
         object.__setattr__(self, "teacher", teacher)  # unregistered on purpose, see module docstring
+        self.intermediate = None
+        self.intermediate_sums = []      # detached per-micro-batch sums, collected by the engine
+        self.intermediate_scale = 0.0    # gradient of the summed loss, set by the engine per step
+        if intermediate_loss:
+            pairs = stage_pairs(student_config, teacher_config, grid.pp_size, pp_rank)
+            self.intermediate = IntermediateLayerLoss(self.student, teacher, pairs) if pairs else None
 
     def teacher_to(self, device=None, dtype=None) -> None:
         if self.teacher is not None:
@@ -63,6 +70,11 @@ class DistillStage(nn.Module):
             self.teacher.eval()
             with torch.no_grad():
                 teacher_out = self.teacher(teacher_in, position_ids, sep, length)
+        if self.intermediate is not None and self.training and torch.is_grad_enabled():
+            valid = (torch.arange(student_out.shape[1], device=length.device) < length.unsqueeze(1)).float()
+            aux = self.intermediate.loss_sum(valid)
+            self.intermediate_sums.append(aux.detach())
+            student_out = AddAuxiliaryGradient.apply(student_out, aux, self.intermediate_scale)
         if self.is_last:
             return (student_out,) if teacher_out is None else (student_out, teacher_out)
         teacher_bits = (teacher_out.view(_INT_VIEW[teacher_out.dtype]) if teacher_out is not None
@@ -77,7 +89,7 @@ def _from_bits(bits: torch.Tensor, teacher: GLMStage) -> torch.Tensor:
 
 
 def build_pipeline(student_config: ModelConfig, grid: ParallelGrid, loss_fn: Callable,
-                   teacher_config: Optional[ModelConfig] = None):
+                   teacher_config: Optional[ModelConfig] = None, intermediate_loss: bool = False):
     """A ``GLMDPipeline`` with one :class:`DistillStage` per pipeline stage (only the local one is built)."""
     from deepspeed.pipe import LayerSpec, PipelineModule
     from deepspeed.runtime.pipe.topology import PipeModelDataParallelTopology
@@ -103,6 +115,7 @@ def build_pipeline(student_config: ModelConfig, grid: ParallelGrid, loss_fn: Cal
             return self.forward_funcs[0]
 
     topology = PipeModelDataParallelTopology(num_pp=grid.pp_size, num_mp=grid.tp_size, num_dp=grid.dp_size)
-    specs = [LayerSpec(DistillStage, k, student_config, grid, teacher_config) for k in range(grid.pp_size)]
+    specs = [LayerSpec(DistillStage, k, student_config, grid, teacher_config, intermediate_loss)
+             for k in range(grid.pp_size)]
     return GLMDPipeline(layers=specs, topology=topology, loss_fn=loss_fn, partition_method="uniform",
                         activation_checkpoint_interval=0)

@@ -18,12 +18,14 @@ import torch.distributed as dist
 
 from ..config import ConfigError
 from ..parallel.grid import ParallelGrid
+from ..parallel.layers import initialize_parameters
 from ..parallel.random import model_parallel_seed
 from ..parallel.vocab import vocab_shard_real_columns
 from . import checkpointing as ckpt
 from ..data.loader import DataParallelLoader
 from .losses import distill_loss_sums, distill_normalizer, hard_label_normalizer, hard_label_sum, valid_token_mask
 from .metrics import default_peak_tflops, memory_gib, training_flops_per_token
+from .intermediate import stage_pairs
 from .optim import build_optimizer, build_scheduler, param_groups
 from .pipeline import build_pipeline
 from .run_config import RunConfig
@@ -79,9 +81,15 @@ class Trainer:
         self.padded_vocab = student_config.padded_vocab_size(tp)
         self.vocab_end = vocab_shard_real_columns(student_config.vocab_size, self.padded_vocab,
                                                   self.grid.tp_rank, tp)
-        self.pipe = build_pipeline(student_config, self.grid, self._loss_fn, self.teacher_config)
+        self.intermediate_weight = cfg.loss.intermediate_weight if cfg.mode == "distill" else 0.0
+        self.pipe = build_pipeline(student_config, self.grid, self._loss_fn, self.teacher_config,
+                                   intermediate_loss=self.intermediate_weight > 0)
         self.stage = self.pipe.local_stage
         self.stage.student.init_weights(cfg.train.seed)
+        trained = [self.stage.student]
+        if self.stage.intermediate is not None:
+            initialize_parameters(self.stage.intermediate.named_parameters(prefix="intermediate"), cfg.train.seed)
+            trained.append(self.stage.intermediate)
         if self.teacher_config is not None:
             ckpt.load_stage_weights(self.stage.teacher, cfg.teacher_checkpoint, "student.", self.grid.tp_rank)
             dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.train.precision]
@@ -95,7 +103,7 @@ class Trainer:
 
         import deepspeed
 
-        optimizer = build_optimizer(param_groups([self.stage.student], cfg.optimizer.weight_decay), cfg.optimizer)
+        optimizer = build_optimizer(param_groups(trained, cfg.optimizer.weight_decay), cfg.optimizer)
         self.engine, _, _, _ = deepspeed.initialize(
             model=self.pipe, optimizer=optimizer, config=self._deepspeed_config(),
             lr_scheduler=build_scheduler(cfg.optimizer, cfg.train.iterations))
@@ -130,6 +138,11 @@ class Trainer:
                 teacher_config.validate(tp_size=cfg.parallel.tp, pp_size=cfg.parallel.pp)
             except ConfigError as e:
                 raise ConfigError(f"{path}: teacher model: {e}") from None
+            if cfg.loss.intermediate_weight > 0:
+                for k in range(cfg.parallel.pp):
+                    stage_pairs(cfg.model, teacher_config, cfg.parallel.pp, k)
+        elif cfg.loss.intermediate_weight > 0:
+            raise ConfigError("loss.intermediate_weight needs mode 'distill' (it compares with a teacher)")
         save_dir = cfg.checkpoint.save_dir
         if save_dir and cfg.checkpoint.resume and os.path.isdir(save_dir) and ckpt.latest_tag(save_dir):
             saved = ckpt.saved_run_config(save_dir)
@@ -175,14 +188,35 @@ class Trainer:
         return sum(weights[k] * v for k, v in normalized.items())
 
     def _set_normalizers(self, batches: List[Dict[str, torch.Tensor]]) -> None:
-        counts = torch.zeros(2, dtype=torch.float64)
+        """Global-batch token counts (all micro-batches, all DP ranks), computed before the step."""
+        counts = torch.zeros(3, dtype=torch.float64)
         for b in batches:
             counts[0] += float(distill_normalizer(self.cfg.loss, b["length"], b["loss_mask"]))
             counts[1] += float(hard_label_normalizer(b["loss_mask"]))
+            counts[2] += float(b["length"].sum())
         if self.dp > 1:
             dist.all_reduce(counts, group=self.grid.dp_group)
-        counts = counts.clamp(min=1.0).to(torch.float32).to(self.device)
-        self._normalizers = {"distill": counts[0], "hard_label": counts[1]}
+        counts = counts.clamp(min=1.0)
+        self._normalizers = {"distill": counts[0].float().to(self.device),
+                             "hard_label": counts[1].float().to(self.device)}
+        if self.intermediate_weight > 0:
+            # d(total)/d(stage sum); DeepSpeed divides gradients by DP, and scales fp16 losses.
+            self._intermediate_denominator = float(counts[2]) * self.cfg.model.num_layers
+            loss_scale = getattr(self.engine.optimizer, "loss_scale", 1.0) if self.cfg.train.precision == "fp16" \
+                else 1.0
+            self.stage.intermediate_scale = (self.intermediate_weight * self.dp * float(loss_scale)
+                                             / self._intermediate_denominator)
+
+    def _intermediate_loss(self) -> float:
+        """This step's intermediate-layer MSE per token and pair, summed over stages and DP ranks."""
+        local = torch.stack(self.stage.intermediate_sums).sum() if self.stage.intermediate_sums else \
+            torch.zeros((), device=self.device)
+        self.stage.intermediate_sums.clear()
+        total = local.float().reshape(1)
+        for group, size in ((self.grid.pp_group, self.grid.pp_size), (self.grid.dp_group, self.dp)):
+            if size > 1:
+                dist.all_reduce(total, group=group)
+        return float(total) / self._intermediate_denominator
 
     def _eval_sums(self, outputs, target_ids, loss_mask, length):
         from kernels.softmax_kl import softmax_kl
@@ -222,6 +256,9 @@ class Trainer:
         parts = self.engine.agg_additional_losses or {}
         out = {"loss": float(loss)}
         out.update({f"loss/{k}": float(v) for k, v in parts.items()})
+        if self.intermediate_weight > 0:
+            out["loss/intermediate"] = self._intermediate_loss()
+            out["loss"] += self.intermediate_weight * out["loss/intermediate"]
         return out
 
     def evaluate(self, dataset=None, iterations: Optional[int] = None) -> Dict[str, float]:
