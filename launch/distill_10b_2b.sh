@@ -164,7 +164,7 @@ echo "job $JOB_ID (restart ${SLURM_RESTART_COUNT:-0}): $NNODES nodes [$NODELIST]
 echo "env: NCCL_SOCKET_IFNAME=$NCCL_SOCKET_IFNAME NCCL_IB_DISABLE=$NCCL_IB_DISABLE NCCL_IB_HCA=${NCCL_IB_HCA:-<all>}" \
      "TORCH_NCCL_ASYNC_ERROR_HANDLING=$TORCH_NCCL_ASYNC_ERROR_HANDLING CUDA_DEVICE_MAX_CONNECTIONS=1 OMP_NUM_THREADS=$OMP_NUM_THREADS"
 "$PYTHON" -m megatron_glmd.cli.launch_plan --config "$CONFIG" --nodes "$NNODES" --gpus-per-node "$GPUS_PER_NODE" \
-    --nodelist "$NODELIST" --teacher-model "$TEACHER_MODEL" ${SET_ARGS[@]+"${SET_ARGS[@]}"}
+    --nodelist "$(IFS=,; echo "${HOSTS[*]}")" --teacher-model "$TEACHER_MODEL" ${SET_ARGS[@]+"${SET_ARGS[@]}"}
 CMD=$(printf '%q ' "${LAUNCH[@]}")
 echo "launch command (in $GLMD_ROOT): ${CMD% }"
 if ((DRY_RUN)); then

@@ -1,0 +1,190 @@
+"""The planner (glmd-launch-plan) as a library and CLI, and launch/distill_local.sh --dry-run."""
+import math
+import os
+
+import pytest
+import yaml
+
+from megatron_glmd.cli import launch_plan
+from megatron_glmd.cli.launch_plan import PlanError, build_plan, check_layout, expand_nodelist, resolve_teacher
+from megatron_glmd.config import preset
+from megatron_glmd.distill.run_config import load_run_config
+
+from .helpers import LOCAL_SCRIPT, REPO, clean_env, error_lines, launch_command, layer_rows, memory_rows, run
+
+CONFIG_10B = os.path.join(REPO, "launch", "configs", "distill_10b_2b.yaml")
+
+
+@pytest.mark.parametrize("nodelist, hosts", [
+    ("gpu[01-05]", ["gpu01", "gpu02", "gpu03", "gpu04", "gpu05"]),
+    ("node7", ["node7"]),
+    ("a[8-10],b1", ["a8", "a9", "a10", "b1"]),
+    ("gpu[098-101,200]", ["gpu098", "gpu099", "gpu100", "gpu101", "gpu200"]),
+    ("r[1-2]n[3,5]-ib", ["r1n3-ib", "r1n5-ib", "r2n3-ib", "r2n5-ib"]),
+])
+def test_expand_nodelist(nodelist, hosts):
+    assert expand_nodelist(nodelist) == hosts
+
+
+@pytest.mark.parametrize("bad", ["gpu[01-05", "gpu[a-b]", "gpu[1-2],,x"])
+def test_expand_nodelist_rejects_what_it_cannot_parse(bad):
+    with pytest.raises(PlanError, match="cannot parse"):
+        expand_nodelist(bad)
+
+
+def test_only_pp_multiple_of_5_fits_40_gpus_and_tp4_dp2_has_the_smallest_bubble_on_one_node_per_stage():
+    """The layout reasoning of launch/distill_10b_2b.sh, checked against the planner's refusals."""
+    cfg = load_run_config(CONFIG_10B)
+    accepted = {}
+    for tp in range(1, 41):
+        for pp in range(1, 41):
+            if 40 % (tp * pp):
+                continue
+            dp = 40 // (tp * pp)
+            c = load_run_config(CONFIG_10B, [f"parallel.tp={tp}", f"parallel.pp={pp}"])
+            # Independent rules: TP inside a node and dividing every head count; DP divides the batch.
+            valid = (8 % tp == 0 and 32 % tp == 0 and 64 % tp == 0 and pp <= 36 and 64 % dp == 0)
+            try:
+                assert check_layout(c, nodes=5, gpus_per_node=8) == dp
+                accepted[(tp, pp)] = dp
+            except PlanError:
+                assert not valid, (tp, pp)
+                continue
+            assert valid, (tp, pp)
+    assert accepted and all(pp % 5 == 0 for _, pp in accepted)
+    assert min(pp for _, pp in accepted) == 5
+    # Among PP=5 layouts (one stage per node), the bubble shrinks as TP grows: 33%, 20%, 11%, 6%.
+    bubbles = {tp: (5 - 1) / (64 // dp + 5 - 1) for (tp, pp), dp in accepted.items() if pp == 5}
+    assert sorted(bubbles) == [1, 2, 4, 8]
+    assert bubbles[4] == pytest.approx(4 / 36)
+    assert cfg.parallel.tp == 4 and cfg.parallel.pp == 5
+
+
+@pytest.mark.parametrize("pp", [1, 2, 3, 5, 7, 12])
+def test_stage_layer_ranges_partition_both_models(pp):
+    cfg = load_run_config(CONFIG_10B, [f"parallel.pp={pp}", "parallel.tp=1"])
+    plan = build_plan(cfg, nodes=1, gpus_per_node=pp, teacher=preset("glm-10b"))
+    for attr, layers in (("student_layers", 36), ("teacher_layers", 48)):
+        ranges = [getattr(s, attr) for s in plan.stages]
+        assert ranges[0][0] == 0 and ranges[-1][1] == layers
+        assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:]))
+        sizes = [e - s for s, e in ranges]
+        assert max(sizes) - min(sizes) <= 1 and min(sizes) >= 1
+
+
+def test_rank_to_stage_and_node_mapping():
+    cfg = load_run_config(CONFIG_10B)
+    hosts = [f"h{i}" for i in range(5)]
+    plan = build_plan(cfg, nodes=5, gpus_per_node=8, teacher=preset("glm-10b"), hosts=hosts)
+    # DeepSpeed's grid order (pipe, data, model): stage k is ranks [k*TP*DP, (k+1)*TP*DP).
+    assert [s.ranks for s in plan.stages] == [(8 * k, 8 * k + 7) for k in range(5)]
+    assert [s.nodes for s in plan.stages] == [[h] for h in hosts]
+    # PP=2 over 5 nodes puts 20 ranks per stage: stages straddle nodes, and the plan says so.
+    plan = build_plan(load_run_config(CONFIG_10B, ["parallel.pp=2", "train.global_batch_size=40"]),
+                      nodes=5, gpus_per_node=8, teacher=preset("glm-10b"), hosts=hosts)
+    assert [s.nodes for s in plan.stages] == [["h0", "h1", "h2"], ["h2", "h3", "h4"]]
+
+
+def test_fp32_memory_and_no_checkpointing_activations_are_larger():
+    base = build_plan(load_run_config(CONFIG_10B), nodes=5, gpus_per_node=8, teacher=preset("glm-10b"))
+    fp32 = build_plan(load_run_config(CONFIG_10B, ["train.precision=fp32"]), nodes=5, gpus_per_node=8,
+                      teacher=preset("glm-10b"))
+    full = build_plan(load_run_config(CONFIG_10B, ["train.checkpoint_activations=false"]), nodes=5,
+                      gpus_per_node=8, teacher=preset("glm-10b"))
+    for b, f, a in zip(base.stages, fp32.stages, full.stages):
+        n = b.student_params
+        assert f.student_weights_grads == 8 * n and f.optimizer == math.ceil(8 * n / 2)
+        assert b.student_weights_grads == 4 * n and b.optimizer == math.ceil(12 * n / 2)
+        assert f.teacher_weights == 2 * b.teacher_weights
+        # Without checkpointing every in-flight micro-batch keeps each layer's full activations
+        # instead of its input, and no layer is recomputed: the difference is exactly that.
+        s_, b_, h, heads, tp = 512, 1, 2048, 32, 4
+        layer_full = s_ * b_ * h * (10 + 24 / tp + 5 * heads * s_ / (h * tp))
+        layers = b.student_layers[1] - b.student_layers[0]
+        in_flight = min(5 - b.pp_rank, 32)
+        expected = in_flight * layers * (layer_full - 2 * s_ * b_ * h) - layer_full
+        assert a.student_activations - b.student_activations == pytest.approx(expected)
+
+
+def test_teacher_shape_from_checkpoint_or_flag(tmp_path):
+    ckpt = tmp_path / "teacher"
+    ckpt.mkdir()
+    cfg = load_run_config(CONFIG_10B, [f"teacher_checkpoint={ckpt}"])
+    with pytest.raises(PlanError, match="the teacher's shape is unknown: .*config.yaml does not exist"):
+        resolve_teacher(cfg, None)
+    assert resolve_teacher(cfg, "glm-10b") == preset("glm-10b")
+    # A saved pretrain run config beside the checkpoint is what the trainer loads: it wins, and a
+    # --teacher-model that disagrees with it is an error naming the field.
+    saved = yaml.safe_load(open(CONFIG_10B))
+    saved.update(mode="pretrain", model={"preset": "glm-large", "vocab_size": 50257})
+    (ckpt / "config.yaml").write_text(yaml.safe_dump(saved))
+    assert resolve_teacher(cfg, None).num_layers == 24
+    with pytest.raises(PlanError, match=r"teacher num_layers=24, but --teacher-model glm-10b has num_layers=48"):
+        resolve_teacher(cfg, "glm-10b")
+    assert resolve_teacher(load_run_config(CONFIG_10B, ["mode=pretrain"]), None) is None
+
+
+def test_teacher_vocab_and_heads_are_checked():
+    cfg = load_run_config(CONFIG_10B)
+    with pytest.raises(PlanError, match="teacher vocab_size=30522, student model.vocab_size=50257"):
+        build_plan(cfg, nodes=5, gpus_per_node=8, teacher=preset("glm-10b", vocab_size=30522))
+    with pytest.raises(PlanError, match="teacher model: tensor-parallel size 4 must divide num_attention_heads"):
+        build_plan(cfg, nodes=5, gpus_per_node=8, teacher=preset("glm-10b", num_attention_heads=2, hidden_size=4096))
+
+
+def test_cli_error_is_one_line_and_exit_2(capsys):
+    assert launch_plan.main(["--config", CONFIG_10B, "--nodes", "3", "--teacher-model", "glm-10b"]) == 2
+    out, err = capsys.readouterr()
+    assert err.splitlines() == ["error: world size 24 (3 nodes x 8 GPUs) is not divisible by "
+                                "parallel.tp x parallel.pp = 4 x 5 = 20"]
+    assert out == ""
+    assert launch_plan.main(["--config", CONFIG_10B, "--nodes", "5", "--teacher-model", "glm-10b",
+                             "--gpu-memory-gib", "6"]) == 2
+    out, err = capsys.readouterr()
+    assert "DOES NOT FIT" in out            # the table is printed, then the refusal
+    assert len(error_lines(err)) == 1 and err.startswith("error: memory over budget: stage 0 needs")
+
+
+def test_local_dry_run_one_node():
+    result = run(LOCAL_SCRIPT, "--dry-run", "--nproc", "8")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "TP=4 PP=1 DP=2" in out and "1 x 8 GPUs = 8 ranks" in out
+    assert "global 64 = micro-batch 4 x accumulation 8 x DP 2" in out
+    assert layer_rows(out) == {0: ((0, 35), (0, 47))}
+    rows = memory_rows(out)
+    assert list(rows) == [0] and rows[0][7] < 40
+    assert ": fits A100-40GB" in out
+    argv = launch_command(out)
+    assert argv[:4] == ["torchrun", "--standalone", "--nnodes=1", "--nproc_per_node=8"]
+    assert argv[4:] == ["-m", "megatron_glmd.cli.train", "--config", "launch/configs/distill_local.yaml"]
+    assert "dry run: nothing started" in out
+
+
+def test_local_dry_run_cpu_processes_with_tiny_models():
+    sets = ["parallel.tp=2", "parallel.pp=1", "model.preset=tiny-student", "data.seq_length=64",
+            "train.micro_batch_size=2", "train.global_batch_size=4"]
+    args = ["--dry-run", "--cpu", "--nproc", "2", "--teacher-model", "tiny-teacher"]
+    for s in sets:
+        args += ["--set", s]
+    result = run(LOCAL_SCRIPT, *args, env=clean_env(GLMD_SAVE_DIR="/tmp/glmd-x"))
+    assert result.returncode == 0, result.stderr
+    assert "1 x 2 CPU processes = 2 ranks" in result.stdout and "TP=2 PP=1 DP=1" in result.stdout
+    assert "no memory budget checked" in result.stdout
+    argv = launch_command(result.stdout)
+    assert argv[3] == "--nproc_per_node=2"
+    given = [argv[i + 1] for i, a in enumerate(argv) if a == "--set"]
+    assert given == ["train.precision=fp32", "checkpoint.save_dir=/tmp/glmd-x",
+                     "logging.tensorboard_dir=/tmp/glmd-x/tensorboard", *sets]
+
+
+@pytest.mark.parametrize("args, message", [
+    (("--nproc", "6"), "error: 6 GPUs per node is not a multiple of parallel.tp=4"),
+    (("--nproc", "two"), "error: --nproc must be a positive integer, got 'two'"),
+    (("--bogus",), "error: unknown argument '--bogus'"),
+])
+def test_local_dry_run_refuses(args, message):
+    result = run(LOCAL_SCRIPT, "--dry-run", *args)
+    assert result.returncode == 2
+    errors = error_lines(result.stderr)
+    assert len(errors) == 1 and errors[0].startswith(message), result.stderr
