@@ -39,6 +39,7 @@ setup(
         "console_scripts": [
             "glmd-model-info=megatron_glmd.cli.model_info:main",
             "glmd-train=megatron_glmd.cli.train:main",
+            "glmd-launch-plan=megatron_glmd.cli.launch_plan:main",
             "glmd-quickstart=megatron_glmd.cli.quickstart:main",
         ],
     },
