@@ -323,7 +323,8 @@ def format_plan(plan: LaunchPlan, gpu_name: str = "A100-40GB", cpu: bool = False
                      f"reserve (CUDA context, NCCL, DeepSpeed buckets, fragmentation) = {p.needed_gib:.2f} GiB "
                      f"of {p.gpu_memory_gib:g} GiB: {verdict} {gpu_name}")
     else:
-        lines.append(f"peak per GPU: {gib(peak.total_bytes)} GiB (stage {peak.pp_rank}); no memory budget checked")
+        lines.append(f"peak per {'rank' if cpu else 'GPU'}: {gib(peak.total_bytes)} GiB (stage {peak.pp_rank}); "
+                     "no memory budget checked")
     cost = (f"cost:        {p.tokens:.3e} tokens x {p.flops_per_token / 1e9:.4g} GFLOP/token = "
             f"{p.total_flops:.3e} FLOP")
     if p.hours is not None:
