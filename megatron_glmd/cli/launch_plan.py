@@ -201,6 +201,11 @@ def check_layout(cfg, nodes: int, gpus_per_node: int) -> int:
 def build_plan(cfg, *, nodes: int, gpus_per_node: int, teacher: Optional[ModelConfig] = None,
                hosts: Optional[Sequence[str]] = None, gpu_memory_gib: float = 40.0, reserve_gib: float = 4.0,
                peak_tflops: float = 312.0, mfu: float = 0.45) -> LaunchPlan:
+    """Check the layout and estimate per-stage, per-GPU memory and the run's cost; raises PlanError.
+
+    Model state follows :func:`~megatron_glmd.model.size.training_memory` (16-bit weights and grads,
+    fp32 master + Adam over DP); in fp32 runs the weights are their own master copy.
+    """
     from ..config import ConfigError
     from ..distill.metrics import training_flops_per_token
     from ..model.activation_memory import student_activation_bytes, teacher_forward_bytes
@@ -225,8 +230,7 @@ def build_plan(cfg, *, nodes: int, gpus_per_node: int, teacher: Optional[ModelCo
     sixteen_bit = t.precision in ("bf16", "fp16")
     act_scale = 1 if sixteen_bit else 2    # the activation formulas count 16-bit values
     seq, mb = cfg.data.seq_length, t.micro_batch_size
-    if sixteen_bit:
-        zero1 = training_memory(student, tp, pp, dp)
+    zero1 = training_memory(student, tp, pp, dp) if sixteen_bit else None
     stages = []
     for k in range(pp):
         n = stage_parameter_count(student, tp, pp, k)
@@ -249,7 +253,7 @@ def build_plan(cfg, *, nodes: int, gpus_per_node: int, teacher: Optional[ModelCo
                 teacher_hidden=teacher.hidden_size if teacher is not None else None),
             teacher_activations=act_scale * teacher_forward_bytes(teacher, seq, mb, tp, k == pp - 1)
             if teacher is not None else 0.0))
-    plan = LaunchPlan(
+    return LaunchPlan(
         nodes=nodes, gpus_per_node=gpus_per_node, hosts=hosts, tp=tp, pp=pp, dp=dp,
         global_batch=t.global_batch_size, micro_batch=mb, accumulation=accumulation, seq_length=seq,
         precision=t.precision, checkpoint_activations=t.checkpoint_activations, student=student,
@@ -257,7 +261,6 @@ def build_plan(cfg, *, nodes: int, gpus_per_node: int, teacher: Optional[ModelCo
         tokens=t.iterations * t.global_batch_size * seq,
         flops_per_token=training_flops_per_token(student, teacher, seq, t.checkpoint_activations),
         peak_tflops=peak_tflops, mfu=mfu)
-    return plan
 
 
 # ---------------------------------------------------------------------------------------- report
