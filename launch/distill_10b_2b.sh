@@ -25,10 +25,12 @@
 #   * Memory is not the constraint at this layout (about 2.5 GiB of model state and activations
 #     per GPU; --dry-run prints the table), so micro-batch 1 costs nothing.
 #
-# Requeue: Slurm sends USR1 to this shell 180 s before the time limit; the trap requeues the job
-# (same job id) and exits cleanly. glmd-train resumes by itself from checkpoint.save_dir/latest,
-# so at most checkpoint.save_interval iterations are repeated. A failing training step is not
-# requeued (a crash should be looked at, not looped); node failures are, through --requeue.
+# Requeue: Slurm sends USR1 to this shell 180 s before the time limit; the trap forwards it to
+# the srun step (srun passes it to every rank), glmd-train saves a checkpoint at the end of the
+# current iteration and exits, then the trap requeues the job (same job id) and exits cleanly.
+# The requeued job resumes from checkpoint.save_dir/latest with nothing repeated. A failing
+# training step is not requeued (a crash should be looked at, not looped); node failures are,
+# through --requeue (they resume from the last periodic checkpoint).
 #
 # Paths come from the environment when set (else from the run config):
 #   GLMD_TEACHER_CKPT  GLM-10B pretrain checkpoint at TP=4      -> teacher_checkpoint
@@ -174,7 +176,10 @@ fi
 
 # ---------------------------------------------------------------- run, requeue on USR1
 requeue() {
-    echo "$(date -u +%FT%TZ) USR1: time limit near; requeueing job $JOB_ID (training resumes from its latest checkpoint)"
+    echo "$(date -u +%FT%TZ) USR1: time limit near; asking the ranks to save and stop"
+    kill -USR1 "$STEP_PID" 2>/dev/null || true   # srun forwards the signal to every task
+    wait "$STEP_PID" || true                     # the ranks save a checkpoint and exit
+    echo "$(date -u +%FT%TZ) requeueing job $JOB_ID (training resumes from its latest checkpoint)"
     scontrol requeue "$JOB_ID"
     exit 0
 }

@@ -19,6 +19,8 @@ def main(argv=None) -> int:
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override one configuration value (repeatable)")
     args = parser.parse_args(argv)
+    from ..data.errors import DataError
+
     try:
         from ..distill.data import build_datasets
         from ..distill.run_config import load_run_config
@@ -27,7 +29,7 @@ def main(argv=None) -> int:
         cfg = load_run_config(args.config, args.set)
         train_data, valid_data = build_datasets(cfg)
         trainer = Trainer(cfg, train_data, valid_data)
-    except ConfigError as e:
+    except (ConfigError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     trainer.train()

@@ -9,7 +9,10 @@ loss (normalised once over the whole global batch), data, checkpoints and loggin
 from __future__ import annotations
 
 import os
+import signal
+import socket
 import sys
+import threading
 import time
 from typing import Dict, List, Optional
 
@@ -50,7 +53,12 @@ def init_distributed() -> None:
     if dist.is_initialized():
         deepspeed.init_distributed(dist_backend=dist.get_backend())
         return
-    for var, default in (("MASTER_ADDR", "127.0.0.1"), ("MASTER_PORT", "29517"), ("RANK", "0"),
+    if "MASTER_PORT" not in os.environ and os.environ.get("WORLD_SIZE", "1") == "1":
+        # A lone process picks a free port, so that several single-process runs can share a machine.
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            os.environ["MASTER_PORT"] = str(sock.getsockname()[1])
+    for var, default in (("MASTER_ADDR", "127.0.0.1"), ("MASTER_PORT", "29500"), ("RANK", "0"),
                          ("WORLD_SIZE", "1"), ("LOCAL_RANK", "0")):
         os.environ.setdefault(var, default)
     if torch.cuda.is_available():
@@ -160,6 +168,8 @@ class Trainer:
             "zero_optimization": {"stage": 1},
             "zero_allow_untested_optimizer": True,
             "bf16": {"enabled": t.precision == "bf16"},
+            # Accumulate bf16 micro-batch gradients in fp32 (32 bf16 additions lose too many bits).
+            "data_types": {"grad_accum_dtype": "fp32" if t.precision == "bf16" else None},
             "fp16": {"enabled": t.precision == "fp16", "loss_scale": 0, "initial_scale_power": 16},
             "steps_per_print": 2**31 - 1,
             "wall_clock_breakdown": False,
@@ -290,9 +300,32 @@ class Trainer:
             metrics.update(teacher_loss=t_ce / max(n_target, 1.0), kl=kl / max(n_valid, 1.0))
         return metrics
 
+    def _install_stop_handlers(self) -> None:
+        """SIGUSR1/SIGTERM (Slurm's warning before the time limit, or a scancel) ask for a save and a
+        clean stop at the next iteration boundary."""
+        self._stop_signal = 0
+        if threading.current_thread() is not threading.main_thread():
+            return
+
+        def request_stop(signum, frame):
+            self._stop_signal = signum
+
+        for signum in (signal.SIGUSR1, signal.SIGTERM):
+            signal.signal(signum, request_stop)
+
+    def _stop_requested(self) -> bool:
+        """True on every rank as soon as any rank received a stop signal (one scalar all-reduce)."""
+        flag = torch.tensor([float(self._stop_signal)], device=self.device)
+        if dist.get_world_size() > 1:
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return bool(flag.item())
+
     def train(self) -> List[Dict[str, float]]:
-        """Run to ``train.iterations``; returns the per-iteration log records of this call."""
+        """Run to ``train.iterations``; returns the per-iteration log records of this call.
+
+        A stop signal ends the loop early after saving a checkpoint (when a save_dir is set)."""
         cfg = self.cfg
+        self._install_stop_handlers()
         history = []
         tokens_per_iter = cfg.train.global_batch_size * cfg.data.seq_length
         bar = None
@@ -321,6 +354,9 @@ class Trainer:
             if cfg.checkpoint.save_dir and cfg.checkpoint.save_interval and \
                     self.iteration % cfg.checkpoint.save_interval == 0:
                 self.save()
+            if self._stop_requested():
+                self._log({"iteration": self.iteration, "stopped_by_signal": float(self._stop_signal)}, bar)
+                break
         if bar is not None:
             bar.close()
         if cfg.checkpoint.save_dir and ckpt.latest_tag(cfg.checkpoint.save_dir) != ckpt.tag_for(self.iteration):
@@ -358,6 +394,21 @@ class Trainer:
         self.log(f"saved checkpoint {os.path.join(self.cfg.checkpoint.save_dir, tag)}")
         return tag
 
+    def _compatible_loader_state(self, saved: Dict, save_dir: str) -> Dict:
+        """A run extended by changing train.iterations has a training set of another length (its
+        sample index covers more epochs); it continues at the same position, like Megatron does."""
+        old, new = saved["dataset"], self.train_loader.state_dict()["dataset"]
+        if old == new:
+            return saved
+        differing = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+        if differing == ["num_samples"]:
+            self.log(f"warning: the training set has {new['num_samples']} samples, the checkpoint's had "
+                     f"{old['num_samples']} (train.iterations changed): continuing at sample "
+                     f"{saved['consumed_samples']}; the order of the samples after it differs")
+            return {**saved, "dataset": new}
+        raise ConfigError(f"{save_dir}: the checkpoint's data position belongs to another training set "
+                          f"({', '.join(differing)} differ: {old} vs {new})")
+
     def _maybe_resume(self) -> None:
         save_dir = self.cfg.checkpoint.save_dir
         if not (save_dir and self.cfg.checkpoint.resume and os.path.isdir(save_dir)):
@@ -368,6 +419,6 @@ class Trainer:
         self.engine.load_checkpoint(save_dir, tag=tag, load_optimizer_states=True, load_lr_scheduler_states=True)
         state = ckpt.load_train_state(save_dir, tag)
         ckpt.set_rng_state(state["rng"])
-        self.train_loader.load_state_dict(state["loader"])
+        self.train_loader.load_state_dict(self._compatible_loader_state(state["loader"], save_dir))
         self.iteration = state["iteration"]
         self.log(f"resumed from {os.path.join(save_dir, tag)} at iteration {self.iteration}")

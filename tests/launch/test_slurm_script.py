@@ -213,9 +213,12 @@ def test_run_launches_srun_and_passes_its_status_without_requeue(tmp_path, statu
     assert not any("requeue" in c for c in calls)
 
 
-def test_usr1_requeues_the_job_and_exits_cleanly(tmp_path):
+def test_usr1_is_forwarded_to_the_step_then_the_job_is_requeued(tmp_path):
     pid_file = tmp_path / "srun.pid"
-    env, log = _fake_tools(tmp_path, f"echo $$ > {pid_file}\nexec sleep 60\n")
+    saved = tmp_path / "saved"
+    # The fake step behaves like the ranks: on USR1 it "saves" and exits.
+    env, log = _fake_tools(tmp_path, f"trap 'echo saved > {saved}; exit 0' USR1\necho $$ > {pid_file}\n"
+                                     "for i in $(seq 600); do sleep 0.1; done\n")
     proc = subprocess.Popen(["bash", SLURM_SCRIPT], env=env, cwd=REPO, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:
@@ -236,8 +239,9 @@ def test_usr1_requeues_the_job_and_exits_cleanly(tmp_path):
                 pass
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
+    assert saved.read_text().strip() == "saved"     # the step got USR1 and finished before the requeue
     assert f"scontrol requeue {FAKE_SLURM['SLURM_JOB_ID']}" in log.read_text().splitlines()
-    assert "requeueing job 424242" in out
+    assert "asking the ranks to save and stop" in out and "requeueing job 424242" in out
 
 
 def test_slurm_task_wrapper_maps_slurm_ids_to_torch_distributed_variables():
