@@ -20,15 +20,16 @@ import torch
 import torch.distributed as dist
 
 from ..config import ConfigError
+from ..data.loader import DataParallelLoader
+from ..model.glm import TORCH_DTYPES
 from ..parallel.grid import ParallelGrid
 from ..parallel.layers import initialize_parameters
 from ..parallel.random import model_parallel_seed
 from ..parallel.vocab import vocab_shard_real_columns
 from . import checkpointing as ckpt
-from ..data.loader import DataParallelLoader
+from .intermediate import stage_pairs
 from .losses import distill_loss_sums, distill_normalizer, hard_label_normalizer, hard_label_sum, valid_token_mask
 from .metrics import default_peak_tflops, memory_gib, training_flops_per_token
-from .intermediate import stage_pairs
 from .optim import build_optimizer, build_scheduler, param_groups
 from .pipeline import build_pipeline
 from .run_config import RunConfig
@@ -100,11 +101,11 @@ class Trainer:
             trained.append(self.stage.intermediate)
         if self.teacher_config is not None:
             ckpt.load_stage_weights(self.stage.teacher, cfg.teacher_checkpoint, "student.", self.grid.tp_rank)
-            dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.train.precision]
-            self.stage.teacher_to(device=self.device, dtype=dtype)
-        self._part_names = ["hard_label"] if cfg.mode == "pretrain" else (
+            self.stage.teacher_to(device=self.device, dtype=TORCH_DTYPES[cfg.train.precision])
+        # Loss parts reported through DeepSpeed's additional losses; every stage must know their names.
+        part_names = ["hard_label"] if cfg.mode == "pretrain" else (
             ["distill"] + (["hard_label"] if cfg.loss.hard_label_weight > 0 else []))
-        self._parts = {name: torch.zeros((), device=self.device) for name in self._part_names}
+        self._parts = {name: torch.zeros((), device=self.device) for name in part_names}
         self.pipe.get_additional_losses = lambda: dict(self._parts)
         self._normalizers: Dict[str, torch.Tensor] = {}
         self._evaluating = False
