@@ -141,17 +141,8 @@ export CUDA_DEVICE_MAX_CONNECTIONS=1
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-${SLURM_CPUS_PER_TASK:-8}}"
 
 # ---------------------------------------------------------------- run configuration
-SETS=()
-[[ -n "${GLMD_TEACHER_CKPT:-}" ]] && SETS+=("teacher_checkpoint=$GLMD_TEACHER_CKPT")
-[[ -n "${GLMD_TRAIN_PREFIX:-}" ]] && SETS+=("data.train_prefix=$GLMD_TRAIN_PREFIX")
-[[ -n "${GLMD_VALID_PREFIX:-}" ]] && SETS+=("data.valid_prefix=$GLMD_VALID_PREFIX")
-[[ -n "${GLMD_TOKENIZER:-}" ]] && SETS+=("data.tokenizer_model=$GLMD_TOKENIZER")
-if [[ -n "${GLMD_SAVE_DIR:-}" ]]; then
-    SETS+=("checkpoint.save_dir=$GLMD_SAVE_DIR" "logging.tensorboard_dir=$GLMD_SAVE_DIR/tensorboard")
-fi
-SETS+=(${USER_SETS[@]+"${USER_SETS[@]}"})        # command-line --set last: they win
-SET_ARGS=()
-for s in ${SETS[@]+"${SETS[@]}"}; do SET_ARGS+=(--set "$s"); done
+source "$GLMD_ROOT/launch/config_overrides.sh"   # not BASH_SOURCE: sbatch runs a spooled copy
+glmd_set_args -- ${USER_SETS[@]+"${USER_SETS[@]}"}
 
 # srun starts one task per GPU; every task sees the node's 8 GPUs and takes GPU LOCAL_RANK
 # (no --gpus-per-task, which would hide all but one GPU from each task on some clusters).

@@ -85,17 +85,8 @@ if ! [[ "$NPROC" =~ ^[1-9][0-9]*$ ]]; then
 fi
 [[ -n "$TEACHER_MODEL" ]] && PLAN_ARGS+=(--teacher-model "$TEACHER_MODEL")
 
-SETS=(${CPU_SETS[@]+"${CPU_SETS[@]}"})
-[[ -n "${GLMD_TEACHER_CKPT:-}" ]] && SETS+=("teacher_checkpoint=$GLMD_TEACHER_CKPT")
-[[ -n "${GLMD_TRAIN_PREFIX:-}" ]] && SETS+=("data.train_prefix=$GLMD_TRAIN_PREFIX")
-[[ -n "${GLMD_VALID_PREFIX:-}" ]] && SETS+=("data.valid_prefix=$GLMD_VALID_PREFIX")
-[[ -n "${GLMD_TOKENIZER:-}" ]] && SETS+=("data.tokenizer_model=$GLMD_TOKENIZER")
-if [[ -n "${GLMD_SAVE_DIR:-}" ]]; then
-    SETS+=("checkpoint.save_dir=$GLMD_SAVE_DIR" "logging.tensorboard_dir=$GLMD_SAVE_DIR/tensorboard")
-fi
-SETS+=(${USER_SETS[@]+"${USER_SETS[@]}"})        # command-line --set last: they win
-SET_ARGS=()
-for s in ${SETS[@]+"${SETS[@]}"}; do SET_ARGS+=(--set "$s"); done
+source "$GLMD_ROOT/launch/config_overrides.sh"
+glmd_set_args ${CPU_SETS[@]+"${CPU_SETS[@]}"} -- ${USER_SETS[@]+"${USER_SETS[@]}"}
 
 # torchrun --standalone: single-node rendezvous on a free local port; it sets RANK, LOCAL_RANK,
 # WORLD_SIZE, MASTER_ADDR and MASTER_PORT, which glmd-train reads.

@@ -46,7 +46,7 @@ def _run(mode: str, model: dict, workdir: str, name: str, iterations: int, lr: f
 def prepare_data(workdir: str, vocab_size: int, log=print) -> None:
     from ..data.preprocess import preprocess
     from ..data.tokenizer import train_sentencepiece
-    from ..quickstart_corpus import python_documents, split_documents, write_corpus
+    from ..data.python_docs import python_documents, split_documents, write_corpus
 
     data = os.path.join(workdir, "data")
     os.makedirs(data, exist_ok=True)

@@ -1,19 +1,5 @@
 import pytest
 
-from megatron_glmd.data.tokenizer import GLMTokenizer
-
-from .corpus import session_tokenizer
-
-
-@pytest.fixture(scope="session")
-def tokenizer_model(tmp_path_factory):
-    return session_tokenizer(tmp_path_factory)
-
-
-@pytest.fixture(scope="session")
-def tokenizer(tokenizer_model):
-    return GLMTokenizer(tokenizer_model)
-
 
 @pytest.fixture(scope="session")
 def real_dataset(tmp_path_factory, tokenizer_model):

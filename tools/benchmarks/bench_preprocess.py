@@ -12,41 +12,13 @@ start-up, reading, sentence splitting, tokenising, writing); runs interleave wor
 from __future__ import annotations
 
 import argparse
-import ast
-import glob
 import os
-import re
-import sysconfig
 
 from _common import median, save, timed
 
 from megatron_glmd.data.preprocess import preprocess
+from megatron_glmd.data.python_docs import python_documents
 from megatron_glmd.data.tokenizer import train_sentencepiece
-
-
-def documentation_paragraphs():
-    """Paragraphs of pydoc_data.topics and of every docstring in the standard library's sources
-    (read with ``ast``, nothing imported)."""
-    import pydoc_data.topics
-    texts = list(pydoc_data.topics.topics.values())
-    stdlib = sysconfig.get_paths()["stdlib"]
-    for path in sorted(glob.glob(os.path.join(stdlib, "*.py")) + glob.glob(os.path.join(stdlib, "*", "*.py"))):
-        if "site-packages" in path or "test" in path:
-            continue
-        try:
-            with open(path, encoding="utf-8") as f:
-                tree = ast.parse(f.read())
-        except (SyntaxError, UnicodeDecodeError, ValueError):
-            continue
-        for node in ast.walk(tree):
-            if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
-                doc = ast.get_docstring(node)
-                if doc and len(doc) > 200:
-                    texts.append(doc)
-    paragraphs = []
-    for text in texts:
-        paragraphs.extend(" ".join(b.split()) for b in re.split(r"\n\s*\n", text) if len(b.split()) > 5)
-    return sorted(set(paragraphs))
 
 
 def main():
@@ -58,7 +30,7 @@ def main():
     p.add_argument("--output", default="")
     args = p.parse_args()
     os.makedirs(args.scratch, exist_ok=True)
-    paragraphs = documentation_paragraphs()
+    paragraphs = python_documents(max_bytes=10**9)  # all of it
     unique = "\n\n".join(paragraphs)
     corpus = os.path.join(args.scratch, "docs_corpus.txt")
     with open(corpus, "w", encoding="utf-8") as f:
