@@ -72,6 +72,8 @@ class Trainer:
         # Everything that can be wrong with the configuration is checked before any work starts.
         world = dist.get_world_size() if dist.is_initialized() else int(os.environ.get("WORLD_SIZE", "1"))
         self.cfg = cfg.validate(world)
+        if cfg.train.precision == "fp16" and not torch.cuda.is_available():
+            raise ConfigError("train.precision fp16 needs a GPU (DeepSpeed's CPU accelerator runs fp32 and bf16)")
         self.teacher_config = self._check_checkpoints()
         init_distributed()
         self.log = log if dist.get_rank() == 0 else (lambda *a, **k: None)
