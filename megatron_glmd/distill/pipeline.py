@@ -52,9 +52,10 @@ class DistillStage(nn.Module):
             pairs = stage_pairs(student_config, teacher_config, grid.pp_size, pp_rank)
             self.intermediate = IntermediateLayerLoss(self.student, teacher, pairs) if pairs else None
 
-    def teacher_to(self, device=None, dtype=None) -> None:
+    def teacher_to(self, device) -> None:
+        """DeepSpeed moves the registered student; the unregistered teacher is moved here."""
         if self.teacher is not None:
-            self.teacher.to(device=device, dtype=dtype)
+            self.teacher.to(device=device)
 
     def forward(self, inputs: Tuple[torch.Tensor, ...]):
         if self.is_first:

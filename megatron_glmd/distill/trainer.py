@@ -21,7 +21,6 @@ import torch.distributed as dist
 
 from ..config import ConfigError
 from ..data.loader import DataParallelLoader
-from ..model.glm import TORCH_DTYPES
 from ..parallel.grid import ParallelGrid
 from ..parallel.layers import initialize_parameters
 from ..parallel.random import model_parallel_seed
@@ -103,7 +102,7 @@ class Trainer:
             trained.append(self.stage.intermediate)
         if self.teacher_config is not None:
             ckpt.load_stage_weights(self.stage.teacher, cfg.teacher_checkpoint, "student.", self.grid.tp_rank)
-            self.stage.teacher_to(device=self.device, dtype=TORCH_DTYPES[cfg.train.precision])
+            self.stage.teacher_to(device=self.device)
         # Loss parts reported through DeepSpeed's additional losses; every stage must know their names.
         part_names = ["hard_label"] if cfg.mode == "pretrain" else (
             ["distill"] + (["hard_label"] if cfg.loss.hard_label_weight > 0 else []))
@@ -144,7 +143,9 @@ class Trainer:
             if ckpt.latest_tag(cfg.teacher_checkpoint) is None:
                 raise ConfigError(f"teacher_checkpoint {cfg.teacher_checkpoint} has no '{ckpt.LATEST}' file: "
                                   "no complete checkpoint to load")
-            teacher_config = saved.model.replace(dtype="fp32", hidden_dropout=0.0, attention_dropout=0.0)
+            # Built directly in the run's precision (it is never trained) and without dropout (eval mode).
+            teacher_config = saved.model.replace(dtype=cfg.train.precision, hidden_dropout=0.0,
+                                                 attention_dropout=0.0, checkpoint_activations=False)
             try:
                 teacher_config.validate(tp_size=cfg.parallel.tp, pp_size=cfg.parallel.pp)
             except ConfigError as e:
