@@ -26,6 +26,7 @@ from ..config import ModelConfig
 from ..model import GLMStage
 from ..parallel.grid import ParallelGrid
 from .intermediate import AddAuxiliaryGradient, IntermediateLayerLoss, stage_pairs
+from .losses import valid_token_mask
 
 _INT_VIEW = {torch.float32: torch.int32, torch.bfloat16: torch.int16, torch.float16: torch.int16}
 
@@ -72,8 +73,7 @@ class DistillStage(nn.Module):
             with torch.no_grad():
                 teacher_out = self.teacher(teacher_in, position_ids, sep, length)
         if self.intermediate is not None and self.training and torch.is_grad_enabled():
-            valid = (torch.arange(student_out.shape[1], device=length.device) < length.unsqueeze(1)).float()
-            aux = self.intermediate.loss_sum(valid)
+            aux = self.intermediate.loss_sum(valid_token_mask(length, student_out.shape[1]).float())
             self.intermediate_sums.append(aux.detach())
             student_out = AddAuxiliaryGradient.apply(student_out, aux, self.intermediate_scale)
         if self.is_last:
