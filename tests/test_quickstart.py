@@ -20,6 +20,7 @@ def test_quickstart_runs_the_whole_story(tmp_path):
     rows = {}
     for name, pattern in (("teacher", r"^\s+teacher\s+([\d.]+)\s+-$"),
                           ("glmd", r"^\s+student, GLMD \(L_sp, tau=15\)\s+([\d.]+)\s+([\d.]+)$"),
+                          ("glmd_tau1", r"^\s+student, GLMD \(L_sp, tau=1\)\s+([\d.]+)\s+([\d.]+)$"),
                           ("scratch", r"^\s+student, from scratch \(hard labels\)\s+([\d.]+)\s+([\d.]+)$")):
         match = re.search(pattern, out, re.MULTILINE)
         assert match, f"no {name} row in:\n{out[-2000:]}"
@@ -28,8 +29,10 @@ def test_quickstart_runs_the_whole_story(tmp_path):
     assert rows["teacher"][0] < math.log(1000)
     assert all(math.isfinite(x) and x > 0 for values in rows.values() for x in values)
     # Each phase left a resolved configuration and a complete checkpoint.
-    for name, mode in (("teacher", "pretrain"), ("student_glmd", "distill"), ("student_scratch", "pretrain")):
+    for name, mode in (("teacher", "pretrain"), ("student_glmd", "distill"), ("student_glmd_tau1", "distill"),
+                       ("student_scratch", "pretrain")):
         config = yaml.safe_load((workdir / name / "config.yaml").read_text())
         assert config["mode"] == mode
         assert (workdir / name / "latest").read_text() in os.listdir(workdir / name)
     assert yaml.safe_load((workdir / "student_glmd" / "config.yaml").read_text())["loss"]["temperature"] == 15.0
+    assert yaml.safe_load((workdir / "student_glmd_tau1" / "config.yaml").read_text())["loss"]["temperature"] == 1.0

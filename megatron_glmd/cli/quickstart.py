@@ -5,7 +5,8 @@
 1. collects a real-English corpus from the Python interpreter's bundled documentation,
 2. trains a SentencePiece tokenizer and preprocesses train / held-out splits,
 3. pre-trains a small GLM teacher on blank infilling (hard labels),
-4. distils a smaller GLM student from it with GLMD (L'_sp, τ = 15, every non-pad token),
+4. distils a smaller GLM student from it with GLMD (L'_sp, τ = 15, every non-pad token), and a
+   second one at τ = 1 for comparison (--compare-temperature),
 5. trains the same student from scratch on hard labels for the same number of steps (baseline),
 6. prints held-out blank-infilling loss of teacher, GLMD student and baseline, and the
    student–teacher KL of both students.
@@ -85,6 +86,8 @@ def main(argv=None) -> int:
     p.add_argument("--teacher-iters", type=int, default=300)
     p.add_argument("--student-iters", type=int, default=200)
     p.add_argument("--temperature", type=float, default=15.0, help="GLMD's tau (the paper's 15 by default)")
+    p.add_argument("--compare-temperature", type=float, default=1.0,
+                   help="also distil a student at this tau, for comparison (0: don't)")
     p.add_argument("--teacher-lr", type=float, default=1e-3)
     p.add_argument("--student-lr", type=float, default=2e-3)
     args = p.parse_args(argv)
@@ -99,35 +102,36 @@ def main(argv=None) -> int:
 
         print(f"[3/5] teacher: pre-training {teacher_model['num_layers']} layers x {teacher_model['hidden_size']} "
               "on blank infilling")
-        teacher = train_phase(_run("pretrain", teacher_model, workdir, "teacher", args.teacher_iters, args.teacher_lr, seq,
-                                   batch), "teacher")
-        teacher_metrics = teacher.evaluate()
-        print(f"[4/5] student: GLMD distillation of {student_model['num_layers']} layers x "
-              f"{student_model['hidden_size']} from the teacher")
-        student = train_phase(_run("distill", student_model, workdir, "student_glmd", args.student_iters,
-                                   args.student_lr, seq, batch, teacher=os.path.join(workdir, "teacher"),
-                                   temperature=args.temperature), "GLMD student")
-        student_metrics = student.evaluate()
+        teacher_dir = os.path.join(workdir, "teacher")
+        teacher = train_phase(_run("pretrain", teacher_model, workdir, "teacher", args.teacher_iters,
+                                   args.teacher_lr, seq, batch), "teacher")
+        rows = [("teacher", teacher.evaluate())]
+        temperatures = [args.temperature] + ([args.compare_temperature] if args.compare_temperature else [])
+        for tau in temperatures:
+            name = "student_glmd" if tau == args.temperature else f"student_glmd_tau{tau:g}"
+            print(f"[4/5] student: GLMD distillation (tau={tau:g}) of {student_model['num_layers']} layers x "
+                  f"{student_model['hidden_size']} from the teacher")
+            student = train_phase(_run("distill", student_model, workdir, name, args.student_iters, args.student_lr,
+                                       seq, batch, teacher=teacher_dir, temperature=tau), f"GLMD student, tau={tau:g}")
+            rows.append((f"student, GLMD (L_sp, tau={tau:g})", student.evaluate()))
         print("[5/5] baseline: the same student from scratch on hard labels, same steps")
         train_phase(_run("pretrain", student_model, workdir, "student_scratch", args.student_iters, args.student_lr,
                          seq, batch), "baseline")
         # To measure the baseline's KL to the teacher, reopen its finished checkpoint in a distill run
         # of the same teacher: it resumes at its last iteration, so it trains no further.
         scratch = train_phase(_run("distill", student_model, workdir, "student_scratch", args.student_iters,
-                                   args.student_lr, seq, batch, teacher=os.path.join(workdir, "teacher"),
-                                   resume=True),
+                                   args.student_lr, seq, batch, teacher=teacher_dir, resume=True),
                               "baseline (reopened for evaluation)")
-        scratch_metrics = scratch.evaluate()
+        rows.append(("student, from scratch (hard labels)", scratch.evaluate()))
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print()
     print(f"held-out results ({time.perf_counter() - start:.0f} s in all)")
-    print(f"  {'model':<34}{'blank-infilling loss':>22}{'KL to teacher':>16}")
-    print(f"  {'teacher':<34}{teacher_metrics['student_loss']:>22.4f}{'-':>16}")
-    print(f"  {f'student, GLMD (L_sp, tau={args.temperature:g})':<34}{student_metrics['student_loss']:>22.4f}{student_metrics['kl']:>16.4f}")
-    print(f"  {'student, from scratch (hard labels)':<34}{scratch_metrics['student_loss']:>22.4f}"
-          f"{scratch_metrics['kl']:>16.4f}")
+    print(f"  {'model':<38}{'blank-infilling loss':>22}{'KL to teacher':>16}")
+    for label, metrics in rows:
+        kl = f"{metrics['kl']:.4f}" if label != "teacher" else "-"
+        print(f"  {label:<38}{metrics['student_loss']:>22.4f}{kl:>16}")
     return 0
 
 
