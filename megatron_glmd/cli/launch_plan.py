@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import itertools
+import json
 import os
 import re
 import sys
@@ -107,6 +108,7 @@ class LaunchPlan:
     student: ModelConfig
     teacher: Optional[ModelConfig]
     stages: List[StagePlan]
+    deepspeed: dict                   # the configuration the trainer passes to deepspeed.initialize
     gpu_memory_gib: float
     reserve_gib: float
     tokens: int
@@ -208,6 +210,7 @@ def build_plan(cfg, *, nodes: int, gpus_per_node: int, teacher: Optional[ModelCo
     """
     from ..config import ConfigError
     from ..distill.metrics import training_flops_per_token
+    from ..distill.trainer import deepspeed_config
     from ..model.activation_memory import student_activation_bytes, teacher_forward_bytes
     from ..model.glm import stage_layer_range
     from ..model.size import stage_parameter_count, training_memory
@@ -236,6 +239,8 @@ def build_plan(cfg, *, nodes: int, gpus_per_node: int, teacher: Optional[ModelCo
         n = stage_parameter_count(student, tp, pp, k)
         if sixteen_bit:
             weights_grads, optimizer = zero1[k].weights_bytes + zero1[k].grads_bytes, zero1[k].optimizer_bytes
+            if t.precision == "bf16":  # the trainer accumulates bf16 gradients in fp32 (grad_accum_dtype)
+                weights_grads += (BYTES_FP32 - 2) * n
         else:
             weights_grads, optimizer = 2 * BYTES_FP32 * n, -(-FP32_ADAM_STATES * n // dp)
         n_teacher = stage_parameter_count(teacher, tp, pp, k) if teacher is not None else 0
@@ -257,7 +262,8 @@ def build_plan(cfg, *, nodes: int, gpus_per_node: int, teacher: Optional[ModelCo
         nodes=nodes, gpus_per_node=gpus_per_node, hosts=hosts, tp=tp, pp=pp, dp=dp,
         global_batch=t.global_batch_size, micro_batch=mb, accumulation=accumulation, seq_length=seq,
         precision=t.precision, checkpoint_activations=t.checkpoint_activations, student=student,
-        teacher=teacher, stages=stages, gpu_memory_gib=gpu_memory_gib, reserve_gib=reserve_gib,
+        teacher=teacher, stages=stages, deepspeed=deepspeed_config(cfg, dp),
+        gpu_memory_gib=gpu_memory_gib, reserve_gib=reserve_gib,
         tokens=t.iterations * t.global_batch_size * seq,
         flops_per_token=training_flops_per_token(student, teacher, seq, t.checkpoint_activations),
         peak_tflops=peak_tflops, mfu=mfu)
@@ -297,9 +303,7 @@ def format_plan(plan: LaunchPlan, gpu_name: str = "A100-40GB", cpu: bool = False
         f"{'on' if p.checkpoint_activations else 'off'}",
         f"pipeline:    1F1B, {p.accumulation} micro-batches per step, bubble (p-1)/(m+p-1) = "
         f"{p.pp - 1}/{p.accumulation + p.pp - 1} = {100 * p.bubble:.1f}%",
-        f"deepspeed:   train_batch_size={p.global_batch} train_micro_batch_size_per_gpu={p.micro_batch} "
-        f"gradient_accumulation_steps={p.accumulation} zero_optimization.stage=1 precision={p.precision} "
-        "(set by the trainer from the run config)",
+        f"deepspeed:   {json.dumps(p.deepspeed)}",
         "",
         f"{'stage':>5}  {'ranks':>7}  {'nodes':<12} {'student layers':>14}  {'teacher layers':>14}",
     ]

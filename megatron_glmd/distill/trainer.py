@@ -66,6 +66,25 @@ def init_distributed() -> None:
     deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo")
 
 
+def deepspeed_config(cfg: RunConfig, dp: int) -> dict:
+    """The DeepSpeed configuration of a run at data-parallel size ``dp`` (the launch planner prints it)."""
+    t = cfg.train
+    return {
+        "train_batch_size": t.global_batch_size,
+        "train_micro_batch_size_per_gpu": t.micro_batch_size,
+        "gradient_accumulation_steps": t.global_batch_size // (t.micro_batch_size * dp),
+        "gradient_clipping": cfg.optimizer.clip_grad,
+        "zero_optimization": {"stage": 1},
+        "zero_allow_untested_optimizer": True,
+        "bf16": {"enabled": t.precision == "bf16"},
+        # Accumulate bf16 micro-batch gradients in fp32 (32 bf16 additions lose too many bits).
+        "data_types": {"grad_accum_dtype": "fp32" if t.precision == "bf16" else None},
+        "fp16": {"enabled": t.precision == "fp16", "loss_scale": 0, "initial_scale_power": 16},
+        "steps_per_print": 2**31 - 1,
+        "wall_clock_breakdown": False,
+    }
+
+
 class Trainer:
     def __init__(self, cfg: RunConfig, train_data, valid_data=None, log=print):
         # Everything that can be wrong with the configuration is checked before any work starts.
@@ -115,7 +134,7 @@ class Trainer:
 
         optimizer = build_optimizer(param_groups(trained, cfg.optimizer.weight_decay), cfg.optimizer)
         self.engine, _, _, _ = deepspeed.initialize(
-            model=self.pipe, optimizer=optimizer, config=self._deepspeed_config(),
+            model=self.pipe, optimizer=optimizer, config=deepspeed_config(cfg, self.dp),
             lr_scheduler=build_scheduler(cfg.optimizer, cfg.train.iterations))
         self.iteration = 0
         self.train_loader = self._loader(train_data)
@@ -161,23 +180,6 @@ class Trainer:
             ckpt.check_compatible(saved, cfg, save_dir, "resume")
             ckpt.check_same_model(saved.model, cfg.model, os.path.join(save_dir, ckpt.CONFIG), "resume")
         return teacher_config
-
-    def _deepspeed_config(self) -> dict:
-        t = self.cfg.train
-        return {
-            "train_batch_size": t.global_batch_size,
-            "train_micro_batch_size_per_gpu": t.micro_batch_size,
-            "gradient_accumulation_steps": self.gas,
-            "gradient_clipping": self.cfg.optimizer.clip_grad,
-            "zero_optimization": {"stage": 1},
-            "zero_allow_untested_optimizer": True,
-            "bf16": {"enabled": t.precision == "bf16"},
-            # Accumulate bf16 micro-batch gradients in fp32 (32 bf16 additions lose too many bits).
-            "data_types": {"grad_accum_dtype": "fp32" if t.precision == "bf16" else None},
-            "fp16": {"enabled": t.precision == "fp16", "loss_scale": 0, "initial_scale_power": 16},
-            "steps_per_print": 2**31 - 1,
-            "wall_clock_breakdown": False,
-        }
 
     # ------------------------------------------------------------------ loss
     def _loss_fn(self, outputs, labels):

@@ -59,7 +59,7 @@ def _expected_stage_gib(k):
     activation model documented in megatron_glmd/model/activation_memory.py), in GiB."""
     student, teacher = preset("glm-2b"), preset("glm-10b")
     n, n_t = stage_parameter_count(student, TP, PP, k), stage_parameter_count(teacher, TP, PP, k)
-    weights_grads = (2 + 2) * n                   # bf16 weights and gradients
+    weights_grads = (2 + 4) * n                   # bf16 weights, gradients accumulated in fp32
     optimizer = -(-12 * n // DP)                  # fp32 master + Adam m, v, ZeRO-1 over DP
     teacher_weights = 2 * n_t
     s, b, h, a, h_t, a_t = SEQ, MICRO_BATCH, 2048, 32, 4096, 64
