@@ -22,7 +22,7 @@
 #     8 (33%); TP=8/DP=1 (bubble 6%) splits the 2048-wide student into 256-wide shards whose
 #     matmuls are too small to hide two all-reduces per layer. The one-node run of the paper's code
 #     used the same TP=4, DP=2.
-#   * Memory is not the constraint at this layout (about 2.5 GiB of model state and activations
+#   * Memory is not the constraint at this layout (about 2.7 GiB of model state and activations
 #     per GPU; --dry-run prints the table), so micro-batch 1 costs nothing.
 #
 # Requeue: Slurm sends USR1 to this shell 180 s before the time limit; the trap forwards it to
