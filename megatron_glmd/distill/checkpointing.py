@@ -27,6 +27,7 @@ from ..parallel.random import get_rng_tracker
 LATEST = "latest"
 CONFIG = "config.yaml"
 _LAYER_FILE = re.compile(r"layer_(\d+)-model_(\d+)-model_states\.pt$")
+_TAG = re.compile(r"iter_\d{7}")
 
 
 def tag_for(iteration: int) -> str:
@@ -73,8 +74,20 @@ def set_rng_state(state: Dict[str, Any]) -> None:
     get_rng_tracker().set_states(state["tracker"])
 
 
-def save_checkpoint(engine, save_dir: str, iteration: int, train_state: Dict[str, Any], config_yaml: str) -> str:
-    """Save on every rank (collective); returns the published tag."""
+def prune_checkpoints(save_dir: str, keep_last: int) -> list:
+    """Delete all but the newest ``keep_last`` published checkpoints; returns the removed tags."""
+    tags = sorted(d for d in os.listdir(save_dir)
+                  if _TAG.fullmatch(d) and os.path.isdir(os.path.join(save_dir, d)))
+    removed = tags[:-keep_last] if keep_last > 0 else []
+    for tag in removed:
+        shutil.rmtree(os.path.join(save_dir, tag), ignore_errors=True)
+    return removed
+
+
+def save_checkpoint(engine, save_dir: str, iteration: int, train_state: Dict[str, Any], config_yaml: str,
+                    keep_last: Optional[int] = None) -> str:
+    """Save on every rank (collective); returns the published tag. With ``keep_last``, older
+    checkpoints are deleted after the new one is published."""
     tag = tag_for(iteration)
     partial = f"{tag}.partial"
     rank = dist.get_rank()
@@ -93,6 +106,8 @@ def save_checkpoint(engine, save_dir: str, iteration: int, train_state: Dict[str
         os.replace(os.path.join(save_dir, partial), final)
         atomic_write_text(os.path.join(save_dir, CONFIG), config_yaml)
         atomic_write_text(os.path.join(save_dir, LATEST), tag)
+        if keep_last:
+            prune_checkpoints(save_dir, keep_last)
     dist.barrier()
     return tag
 
@@ -149,7 +164,8 @@ def load_stage_weights(module: torch.nn.Module, save_dir: str, prefix: str, tp_r
         raise ConfigError(f"{os.path.join(save_dir, tag)} holds no model-state files for TP rank {tp_rank}")
     available: Dict[str, torch.Tensor] = {}
     for path in sorted(files):
-        for key, value in torch.load(path, map_location="cpu", weights_only=True).items():
+        # mmap: only the tensors this stage needs are read from disk.
+        for key, value in torch.load(path, map_location="cpu", weights_only=True, mmap=True).items():
             if key.startswith(prefix):
                 available[key[len(prefix):]] = (value, path)
     own = module.state_dict()

@@ -73,6 +73,7 @@ class CheckpointConfig:
     save_dir: Optional[str] = None
     save_interval: int = 0           # 0: only at the end
     resume: bool = True              # continue from save_dir's latest checkpoint when there is one
+    keep_last: Optional[int] = None  # keep only this many newest checkpoints (None: keep all)
 
 
 @dataclass(frozen=True)
@@ -131,6 +132,8 @@ class RunConfig:
             raise ConfigError("mode 'distill' needs teacher_checkpoint: the save_dir of a pretrain run")
         if self.mode == "distill" and not os.path.isdir(self.teacher_checkpoint):
             raise ConfigError(f"teacher_checkpoint {self.teacher_checkpoint} does not exist")
+        if self.checkpoint.keep_last is not None and self.checkpoint.keep_last < 1:
+            raise ConfigError(f"checkpoint.keep_last must be >= 1 (or null to keep all), got {self.checkpoint.keep_last}")
         if self.data.seq_length > self.model.max_sequence_length:
             raise ConfigError(f"data.seq_length {self.data.seq_length} exceeds model.max_sequence_length "
                               f"{self.model.max_sequence_length}")

@@ -396,7 +396,8 @@ class Trainer:
 
         state = {"iteration": self.iteration, "rng": ckpt.rng_state(), "loader": self.train_loader.state_dict()}
         text = yaml.safe_dump(self.cfg.to_dict(), sort_keys=False)
-        tag = ckpt.save_checkpoint(self.engine, self.cfg.checkpoint.save_dir, self.iteration, state, text)
+        tag = ckpt.save_checkpoint(self.engine, self.cfg.checkpoint.save_dir, self.iteration, state, text,
+                                   keep_last=self.cfg.checkpoint.keep_last)
         self.log(f"saved checkpoint {os.path.join(self.cfg.checkpoint.save_dir, tag)}")
         return tag
 

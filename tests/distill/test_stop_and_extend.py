@@ -33,3 +33,26 @@ def test_signal_saves_and_stops_then_a_longer_run_resumes(tmp_path):
     start, end, iterations = run_distributed(2, _train_and_signal_after, save_dir, 8, -1)[0]
     assert (start, end, iterations) == (2, 8, [3, 4, 5, 6, 7, 8])
     assert ckpt.latest_tag(save_dir) == "iter_0000008"
+
+
+def test_prune_keeps_the_newest_published_checkpoints(tmp_path):
+    for name in ("iter_0000002", "iter_0000004", "iter_0000010", "iter_0000012.partial", "tensorboard"):
+        (tmp_path / name).mkdir()
+    (tmp_path / "latest").write_text("iter_0000010")
+    assert ckpt.prune_checkpoints(str(tmp_path), 2) == ["iter_0000002"]
+    assert sorted(os.listdir(tmp_path)) == ["iter_0000004", "iter_0000010", "iter_0000012.partial", "latest",
+                                            "tensorboard"]
+
+
+def _train_keep_last(rank, world, save_dir):
+    values = run_config("pretrain", 1, 1, save_dir, iterations=4).to_dict()
+    values["checkpoint"].update(save_interval=1, keep_last=2)
+    from megatron_glmd.distill.run_config import run_config_from_dict
+    Trainer(run_config_from_dict(values), train_data()).train()
+
+
+def test_keep_last_during_training(tmp_path):
+    save_dir = tmp_path / "run"
+    run_distributed(1, _train_keep_last, str(save_dir))
+    assert sorted(d for d in os.listdir(save_dir) if d.startswith("iter_")) == ["iter_0000003", "iter_0000004"]
+    assert ckpt.latest_tag(str(save_dir)) == "iter_0000004"
