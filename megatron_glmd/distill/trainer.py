@@ -107,8 +107,8 @@ class Trainer:
 
         student_config = cfg.model.replace(checkpoint_activations=cfg.train.checkpoint_activations, dtype="fp32")
         self.student_config = student_config
-        self.padded_vocab = student_config.padded_vocab_size(tp)
-        self.vocab_end = vocab_shard_real_columns(student_config.vocab_size, self.padded_vocab,
+        # Real (non-padding) vocabulary columns of this TP rank's logits shard: the losses' vocab_end.
+        self.vocab_end = vocab_shard_real_columns(student_config.vocab_size, student_config.padded_vocab_size(tp),
                                                   self.grid.tp_rank, tp)
         self.intermediate_weight = cfg.loss.intermediate_weight if cfg.mode == "distill" else 0.0
         self.pipe = build_pipeline(student_config, self.grid, self._loss_fn, self.teacher_config,

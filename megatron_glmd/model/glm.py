@@ -3,8 +3,9 @@
 A stage owns a contiguous range of the transformer layers. The first stage also owns the word
 and 2D position embeddings; the last stage owns the final LayerNorm and the output layer, tied
 to the word embedding (on a multi-stage pipeline the last stage holds its own copy of the word
-embedding, initialised identically; :func:`allreduce_tied_embedding_grads` keeps the copies in
-sync). The output is vocab-parallel logits ``[b, s, V_padded / TP]``, never gathered.
+embedding, initialised identically; the training pipeline sums the two copies' gradients over the
+grid's embedding group). The output is vocab-parallel logits ``[b, s, V_padded / TP]``, never
+gathered.
 """
 from __future__ import annotations
 
@@ -97,13 +98,3 @@ class GLMStage(nn.Module):
         for layer in self.layers.values():
             hidden = checkpoint(layer, hidden, mask) if recompute else layer(hidden, mask)
         return self.logits(hidden) if self.is_last else hidden
-
-
-def allreduce_tied_embedding_grads(stage: GLMStage, embedding_group: Optional[dist.ProcessGroup]) -> None:
-    """Sum the word-embedding gradients of the first and last stage (call before the optimizer step)."""
-    if embedding_group is None or group_size(embedding_group) == 1 or not hasattr(stage, "word_embeddings"):
-        return
-    grad = stage.word_embeddings.weight.grad
-    if grad is None:
-        grad = stage.word_embeddings.weight.grad = torch.zeros_like(stage.word_embeddings.weight)
-    dist.all_reduce(grad, group=embedding_group)
