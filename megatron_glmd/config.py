@@ -163,17 +163,24 @@ def preset(name: str, **overrides) -> ModelConfig:
     return from_dict({"preset": name, **overrides})
 
 
-def load_config(path: str) -> ModelConfig:
-    """Load a model YAML file (see module docstring)."""
+def read_yaml_mapping(path: str, what: str = "config") -> Dict[str, Any]:
+    """The mapping at the top of a YAML file; ConfigError naming the file when it is missing or not one."""
     import yaml
 
     if not os.path.exists(path):
-        raise ConfigError(f"config file {path} does not exist")
+        raise ConfigError(f"{what} file {path} does not exist")
     with open(path, encoding="utf-8") as f:
         try:
             values = yaml.safe_load(f)
         except yaml.YAMLError as e:
             raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if values is None:  # an empty file: its missing keys are named by the caller
+        values = {}
     if not isinstance(values, dict):
         raise ConfigError(f"{path}: expected a mapping of config keys, got {type(values).__name__}")
-    return from_dict(values, where=path)
+    return values
+
+
+def load_config(path: str) -> ModelConfig:
+    """Load a model YAML file (see module docstring)."""
+    return from_dict(read_yaml_mapping(path), where=path)

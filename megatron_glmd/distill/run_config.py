@@ -20,7 +20,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, Dict, Optional, Sequence
 
-from ..config import ConfigError, ModelConfig, dataclass_from_dict, from_dict
+from ..config import ConfigError, ModelConfig, dataclass_from_dict, from_dict, read_yaml_mapping
 from .losses import DistillLossConfig
 
 MODES = ("pretrain", "distill")
@@ -193,25 +193,5 @@ def apply_overrides(values: Dict[str, Any], overrides: Sequence[str]) -> Dict[st
 
 
 def load_run_config(path: str, overrides: Sequence[str] = ()) -> RunConfig:
-    import yaml
-
-    if not os.path.exists(path):
-        raise ConfigError(f"run config {path} does not exist")
-    with open(path, encoding="utf-8") as f:
-        try:
-            values = yaml.safe_load(f) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: not valid YAML: {e}") from None
-    if not isinstance(values, dict):
-        raise ConfigError(f"{path}: expected a mapping of config sections, got {type(values).__name__}")
+    values = read_yaml_mapping(path, "run config")
     return run_config_from_dict(apply_overrides(values, overrides), where=path)
-
-
-def save_run_config(config: RunConfig, path: str) -> None:
-    """Write the resolved configuration atomically (temp file, then rename)."""
-    import yaml
-
-    tmp = f"{path}.tmp.{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        yaml.safe_dump(config.to_dict(), f, sort_keys=False)
-    os.replace(tmp, path)

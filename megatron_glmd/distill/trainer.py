@@ -100,7 +100,8 @@ class Trainer:
 
         self.grid = ParallelGrid.build(tp_size=tp, pp_size=pp)
         self.dp = self.grid.dp_size
-        self.gas = cfg.train.global_batch_size // (cfg.train.micro_batch_size * self.dp)
+        self.deepspeed_config = deepspeed_config(cfg, self.dp)
+        self.gas = self.deepspeed_config["gradient_accumulation_steps"]
         self.device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() \
             else torch.device("cpu")
         model_parallel_seed(cfg.train.seed, tp_rank=self.grid.tp_rank, pp_rank=self.grid.pp_rank)
@@ -134,7 +135,7 @@ class Trainer:
 
         optimizer = build_optimizer(param_groups(trained, cfg.optimizer.weight_decay), cfg.optimizer)
         self.engine, _, _, _ = deepspeed.initialize(
-            model=self.pipe, optimizer=optimizer, config=deepspeed_config(cfg, self.dp),
+            model=self.pipe, optimizer=optimizer, config=self.deepspeed_config,
             lr_scheduler=build_scheduler(cfg.optimizer, cfg.train.iterations))
         self.iteration = 0
         self.train_loader = self._loader(train_data)
