@@ -9,7 +9,7 @@ from megatron_glmd.distill.pipeline import DistillStage
 from megatron_glmd.distill.run_config import run_config_from_dict
 from megatron_glmd.distill.trainer import Trainer
 from megatron_glmd.parallel import ParallelGrid, initialize_parameters
-from tests.distill.test_engine_layouts import run_config, train_data
+from tests.distill.engine_cases import run_config, train_data
 from tests.distributed import run_distributed
 from tests.model.helpers import glm_batch
 

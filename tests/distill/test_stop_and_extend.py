@@ -4,7 +4,7 @@ import signal
 
 from megatron_glmd.distill import checkpointing as ckpt
 from megatron_glmd.distill.trainer import Trainer
-from tests.distill.test_engine_layouts import run_config, train_data
+from tests.distill.engine_cases import run_config, train_data
 from tests.distributed import run_distributed
 
 
