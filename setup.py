@@ -19,7 +19,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.9",
     packages=find_packages(include=["megatron_glmd*", "kernels*", "tools*"]),
-    package_data={"megatron_glmd": ["configs/*.yaml"]},
+    package_data={"megatron_glmd": ["config/presets/*.yaml"]},
     ext_modules=ext_modules,
     cmdclass={"build_ext": build_ext},
     install_requires=[

@@ -16,13 +16,26 @@ def test_presets_hold_published_shapes():
         preset(name).validate()
 
 
-def test_bundled_yaml_files_equal_presets():
-    import os
+def test_presets_are_the_published_glm_shapes():
+    """The preset YAML files are the one source of the shapes; check them against the GLM papers."""
+    published = {"glm-base": (12, 768, 12), "glm-large": (24, 1024, 16), "glm-2b": (36, 2048, 32),
+                 "glm-10b": (48, 4096, 64)}
+    for name, (layers, hidden, heads) in published.items():
+        c = preset(name).validate()
+        assert (c.num_layers, c.hidden_size, c.num_attention_heads) == (layers, hidden, heads), name
+    assert {"tiny-teacher", "tiny-student"} <= set(PRESETS)
 
-    import megatron_glmd
-    folder = os.path.join(os.path.dirname(megatron_glmd.__file__), "configs")
-    for name in PRESETS:
-        assert load_config(os.path.join(folder, f"{name}.yaml")) == preset(name)
+
+def test_reading_a_config_imports_no_torch(tmp_path):
+    import subprocess
+    import sys
+
+    path = tmp_path / "run.yaml"
+    path.write_text("model: {preset: tiny-student}\ndata: {train_prefix: x}\n")
+    code = ("import sys; from megatron_glmd.config import load_run_config; "
+            f"load_run_config({str(path)!r}); print(sorted(m for m in sys.modules if m.split('.')[0] == 'torch'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
 
 
 @pytest.mark.parametrize("changes,tp,pp,message", [

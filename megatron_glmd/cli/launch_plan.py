@@ -154,7 +154,7 @@ def resolve_teacher(cfg, teacher_model: Optional[str]) -> Optional[ModelConfig]:
     if cfg.mode != "distill":
         return None
     from ..config import PRESETS, load_config, preset
-    from ..distill.run_config import load_run_config
+    from ..config import load_run_config
 
     saved_path = os.path.join(cfg.teacher_checkpoint or "", "config.yaml")
     from_ckpt = load_run_config(saved_path).model if cfg.teacher_checkpoint and os.path.exists(saved_path) else None
@@ -210,7 +210,7 @@ def build_plan(cfg, *, nodes: int, gpus_per_node: int, teacher: Optional[ModelCo
     """
     from ..config import ConfigError
     from ..distill.metrics import training_flops_per_token
-    from ..distill.trainer import deepspeed_config
+    from ..distill.engine import deepspeed_config
     from ..model.activation_memory import student_activation_bytes, teacher_forward_bytes
     from ..model.glm import stage_layer_range
     from ..model.size import stage_parameter_count, training_memory
@@ -382,7 +382,7 @@ def main(argv=None) -> int:
     if not args.config:
         parser.error("--config is required (or --expand-nodelist)")
     from ..config import ConfigError
-    from ..distill.run_config import load_run_config
+    from ..config import load_run_config
 
     try:
         cfg = load_run_config(args.config, args.set)

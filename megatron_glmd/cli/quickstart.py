@@ -65,7 +65,7 @@ def prepare_data(workdir: str, vocab_size: int, log=print) -> None:
 
 def train_phase(values: dict, label: str, log=print):
     from ..distill.data import build_datasets
-    from ..distill.run_config import run_config_from_dict
+    from ..config import run_config_from_dict
     from ..distill.trainer import Trainer
 
     cfg = run_config_from_dict(values)

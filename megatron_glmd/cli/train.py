@@ -23,7 +23,7 @@ def main(argv=None) -> int:
 
     try:
         from ..distill.data import build_datasets
-        from ..distill.run_config import load_run_config
+        from ..config import load_run_config
         from ..distill.trainer import Trainer
 
         cfg = load_run_config(args.config, args.set)

@@ -74,7 +74,7 @@ class GLMTokenizer:
 
     def padded_vocab_size(self, tp_size: int = 1) -> int:
         """Vocabulary size rounded up to a multiple of 128 × ``tp_size`` (embedding rows)."""
-        from megatron_glmd.parallel.vocab import pad_vocab_size
+        from megatron_glmd.config import pad_vocab_size
         return pad_vocab_size(self.vocab_size, tp_size)
 
     def encode(self, text: str) -> List[int]:

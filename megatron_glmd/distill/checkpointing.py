@@ -121,7 +121,7 @@ def load_train_state(save_dir: str, tag: str) -> Dict[str, Any]:
 
 def saved_run_config(save_dir: str):
     """The RunConfig stored beside a run's checkpoints."""
-    from .run_config import load_run_config
+    from ..config import load_run_config
 
     path = os.path.join(save_dir, CONFIG)
     if not os.path.exists(path):

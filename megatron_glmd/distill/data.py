@@ -9,7 +9,7 @@ from ..data.errors import DataError
 from ..data.glm_dataset import BlankInfillingDataset
 from ..data.indexed_dataset import IndexedDataset
 from ..data.tokenizer import GLMTokenizer
-from .run_config import RunConfig
+from ..config import RunConfig
 
 
 def check_tokenizer(cfg: RunConfig) -> GLMTokenizer:

@@ -6,7 +6,6 @@ micro-batches, all data-parallel ranks).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Dict, Optional
 
 import torch
@@ -14,41 +13,10 @@ import torch.distributed as dist
 
 from kernels.softmax_kl import softmax_kl
 
-from ..parallel.mappings import group_size
-from .cross_entropy import vocab_parallel_cross_entropy
-
-DISTILL_TOKENS = ("valid", "all", "infilled")
-DIVERGENCES = ("kl", "mse")
-NORMALIZE_BY = ("tokens", "positions")
-
-
-@dataclass(frozen=True)
-class DistillLossConfig:
-    """L'_sp and the paper's ablation switches; the defaults are GLMD's recipe."""
-
-    temperature: float = 15.0
-    distill_tokens: str = "valid"     # valid: m_p (every non-pad token); all: pads too; infilled: Part B only
-    divergence: str = "kl"            # kl: τ²·KL(teacher ‖ student); mse: MSE between logits
-    normalize_by: str = "tokens"      # tokens: Σ m_p; positions: every position incl. pads (GLMKD)
-    hard_label_weight: float = 0.0    # > 0 adds that much blank-infilling cross-entropy
-    intermediate_weight: float = 0.0  # > 0 adds that much intermediate-layer hidden-state MSE
-
-    def validate(self) -> "DistillLossConfig":
-        if self.temperature <= 0:
-            raise ValueError(f"loss.temperature must be > 0, got {self.temperature}")
-        for name, allowed in (("distill_tokens", DISTILL_TOKENS), ("divergence", DIVERGENCES),
-                              ("normalize_by", NORMALIZE_BY)):
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"loss.{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
-        for name in ("hard_label_weight", "intermediate_weight"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"loss.{name} must be >= 0, got {getattr(self, name)}")
-        return self
-
-
-def valid_token_mask(length: torch.Tensor, seq_len: int) -> torch.Tensor:
-    """``[b, s]`` bool: True on the non-padding tokens of each sample."""
-    return torch.arange(seq_len, device=length.device).unsqueeze(0) < length.unsqueeze(1)
+from ..config import DistillLossConfig
+from ..model.attention_mask import valid_token_mask
+from ..parallel.cross_entropy import vocab_parallel_cross_entropy
+from ..parallel.mappings import reduce_from_tp
 
 
 def distill_token_mask(cfg: DistillLossConfig, length: torch.Tensor, loss_mask: torch.Tensor) -> torch.Tensor:
@@ -77,23 +45,8 @@ def _mse_sum(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor, g
     dtype = torch.promote_types(student.dtype, torch.float32)
     diff = (student[:, :vocab_end].to(dtype) - teacher[:, :vocab_end].to(dtype)).square().sum(-1)
     diff = diff * mask
-    if group_size(group) > 1:
-        diff = _AllReduceSum.apply(diff, group)
+    diff = reduce_from_tp(diff, group)  # each rank's partial sum gets the full upstream gradient
     return diff.sum() / vocab_size
-
-
-class _AllReduceSum(torch.autograd.Function):
-    """Sum over the TP group in forward; each rank's partial sum gets the full upstream gradient."""
-
-    @staticmethod
-    def forward(ctx, x, group):
-        x = x.clone()
-        dist.all_reduce(x, group=group)
-        return x
-
-    @staticmethod
-    def backward(ctx, grad):
-        return grad, None
 
 
 def distill_loss_sums(cfg: DistillLossConfig, student_logits: torch.Tensor, teacher_logits: torch.Tensor,

@@ -7,7 +7,7 @@ from typing import Iterable, List
 import torch
 from torch import nn
 
-from .run_config import OptimizerConfig
+from ..config import OptimizerConfig
 
 try:  # apex is optional and not on PyPI
     from apex.optimizers import FusedAdam as _ApexFusedAdam

@@ -26,7 +26,7 @@ from ..config import ModelConfig
 from ..model import GLMStage
 from ..parallel.grid import ParallelGrid
 from .intermediate import AddAuxiliaryGradient, IntermediateLayerLoss, stage_pairs
-from .losses import valid_token_mask
+from ..model.attention_mask import valid_token_mask
 
 _INT_VIEW = {torch.float32: torch.int32, torch.bfloat16: torch.int16, torch.float16: torch.int16}
 

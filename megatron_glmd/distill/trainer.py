@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import sys
 import threading
 import time
@@ -27,62 +26,15 @@ from ..parallel.random import model_parallel_seed
 from ..parallel.vocab import vocab_shard_real_columns
 from . import checkpointing as ckpt
 from .intermediate import stage_pairs
-from .losses import distill_loss_sums, distill_normalizer, hard_label_normalizer, hard_label_sum, valid_token_mask
+from ..model.attention_mask import valid_token_mask
+from .losses import distill_loss_sums, distill_normalizer, hard_label_normalizer, hard_label_sum
 from .metrics import default_peak_tflops, memory_gib, training_flops_per_token
 from .optim import build_optimizer, build_scheduler, param_groups
+from .engine import deepspeed_config, init_distributed, pipeline_item
 from .pipeline import build_pipeline
-from .run_config import RunConfig
+from ..config import RunConfig
 
 EVAL_FIELDS = ("kl", "student_ce", "teacher_ce", "valid_tokens", "target_tokens")
-INPUT_KEYS = ("input_ids", "position_ids", "sep", "length")   # what the first stage reads
-LABEL_KEYS = ("target_ids", "loss_mask", "length")            # what the last stage's loss reads
-
-
-def pipeline_item(batch: Dict[str, torch.Tensor]):
-    """(first-stage inputs, last-stage labels) of a collated micro-batch, as DeepSpeed's pipeline reads them."""
-    return tuple(batch[k] for k in INPUT_KEYS), tuple(batch[k] for k in LABEL_KEYS)
-
-
-def init_distributed() -> None:
-    """Join the process group described by the environment (torchrun, deepspeed, Slurm) or a 1-rank one.
-
-    DeepSpeed's communication layer is attached to an already initialised torch process group.
-    """
-    import deepspeed
-
-    if dist.is_initialized():
-        deepspeed.init_distributed(dist_backend=dist.get_backend())
-        return
-    if "MASTER_PORT" not in os.environ and os.environ.get("WORLD_SIZE", "1") == "1":
-        # A lone process picks a free port, so that several single-process runs can share a machine.
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.bind(("127.0.0.1", 0))
-            os.environ["MASTER_PORT"] = str(sock.getsockname()[1])
-    for var, default in (("MASTER_ADDR", "127.0.0.1"), ("MASTER_PORT", "29500"), ("RANK", "0"),
-                         ("WORLD_SIZE", "1"), ("LOCAL_RANK", "0")):
-        os.environ.setdefault(var, default)
-    if torch.cuda.is_available():
-        torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
-    deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo")
-
-
-def deepspeed_config(cfg: RunConfig, dp: int) -> dict:
-    """The DeepSpeed configuration of a run at data-parallel size ``dp`` (the launch planner prints it)."""
-    t = cfg.train
-    return {
-        "train_batch_size": t.global_batch_size,
-        "train_micro_batch_size_per_gpu": t.micro_batch_size,
-        "gradient_accumulation_steps": t.global_batch_size // (t.micro_batch_size * dp),
-        "gradient_clipping": cfg.optimizer.clip_grad,
-        "zero_optimization": {"stage": 1},
-        "zero_allow_untested_optimizer": True,
-        "bf16": {"enabled": t.precision == "bf16"},
-        # Accumulate bf16 micro-batch gradients in fp32 (32 bf16 additions lose too many bits).
-        "data_types": {"grad_accum_dtype": "fp32" if t.precision == "bf16" else None},
-        "fp16": {"enabled": t.precision == "fp16", "loss_scale": 0, "initial_scale_power": 16},
-        "steps_per_print": 2**31 - 1,
-        "wall_clock_breakdown": False,
-    }
 
 
 class Trainer:

@@ -1,4 +1,4 @@
-"""GLM's blank-infilling attention mask, built from ``sep`` and ``length`` per sample."""
+"""GLM's blank-infilling attention mask and the padding mask, built from ``sep`` and ``length`` per sample."""
 from __future__ import annotations
 
 import torch
@@ -22,3 +22,8 @@ def glm_attention_mask(sep: torch.Tensor, length: torch.Tensor, seq_len: int) ->
     allowed = ((j < sep) | (j <= i)) & (j < length)
     allowed = allowed | (i == j)
     return allowed.unsqueeze(1)
+
+
+def valid_token_mask(length: torch.Tensor, seq_len: int) -> torch.Tensor:
+    """``[b, s]`` bool: True on the non-padding tokens of each sample (the keys the mask above shows)."""
+    return torch.arange(seq_len, device=length.device).unsqueeze(0) < length.unsqueeze(1)

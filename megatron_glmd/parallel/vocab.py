@@ -3,15 +3,9 @@ from __future__ import annotations
 
 from typing import Tuple
 
+from ..config import pad_vocab_size
 
-def pad_vocab_size(vocab_size: int, tp_size: int, multiple: int = 128) -> int:
-    """Round ``vocab_size`` up to a multiple of ``multiple * tp_size`` (each shard a multiple of 128)."""
-    if vocab_size < 1:
-        raise ValueError(f"vocab_size must be positive, got {vocab_size}")
-    if tp_size < 1:
-        raise ValueError(f"tp_size must be positive, got {tp_size}")
-    step = multiple * tp_size
-    return -(-vocab_size // step) * step
+__all__ = ["pad_vocab_size", "vocab_shard_range", "vocab_shard_real_columns"]
 
 
 def vocab_shard_range(padded_vocab_size: int, tp_rank: int, tp_size: int) -> Tuple[int, int]:

@@ -3,7 +3,7 @@
 Every engine test builds its runs from here, so that a layout, resume or golden-loss test differs
 from the others only in what it checks.
 """
-from megatron_glmd.distill.run_config import run_config_from_dict
+from megatron_glmd.config import run_config_from_dict
 from tests.distill.synthetic import SyntheticGLMSamples
 
 VOCAB, SEQ = 300, 24

@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from megatron_glmd.config import ConfigError, preset
-from megatron_glmd.distill.intermediate import AddAuxiliaryGradient, layer_pairs, stage_pairs
+from megatron_glmd.distill.intermediate import layer_pairs, stage_pairs
 from megatron_glmd.distill.pipeline import DistillStage
-from megatron_glmd.distill.run_config import run_config_from_dict
+from megatron_glmd.config import run_config_from_dict
 from megatron_glmd.distill.trainer import Trainer
 from megatron_glmd.parallel import ParallelGrid, initialize_parameters
 from tests.distill.engine_cases import run_config, train_data

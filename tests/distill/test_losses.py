@@ -3,8 +3,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from megatron_glmd.distill.cross_entropy import vocab_parallel_cross_entropy
-from megatron_glmd.distill.losses import (DistillLossConfig, distill_loss_sums, distill_normalizer,
+from megatron_glmd.parallel.cross_entropy import vocab_parallel_cross_entropy
+from megatron_glmd.config import DistillLossConfig
+from megatron_glmd.distill.losses import (distill_loss_sums, distill_normalizer,
                                           distill_token_mask)
 from megatron_glmd.parallel import ParallelGrid, pad_vocab_size, vocab_shard_real_columns
 from tests.distributed import run_distributed

@@ -8,7 +8,7 @@ import torch
 
 from megatron_glmd.config import ConfigError
 from megatron_glmd.distill import checkpointing as ckpt
-from megatron_glmd.distill.run_config import load_run_config, run_config_from_dict
+from megatron_glmd.config import load_run_config, run_config_from_dict
 from megatron_glmd.distill.trainer import Trainer
 from tests.distill.engine_cases import run_config, train_data
 from tests.distributed import run_distributed

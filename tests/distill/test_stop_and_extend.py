@@ -47,7 +47,7 @@ def test_prune_keeps_the_newest_published_checkpoints(tmp_path):
 def _train_keep_last(rank, world, save_dir):
     values = run_config("pretrain", 1, 1, save_dir, iterations=4).to_dict()
     values["checkpoint"].update(save_interval=1, keep_last=2)
-    from megatron_glmd.distill.run_config import run_config_from_dict
+    from megatron_glmd.config import run_config_from_dict
     Trainer(run_config_from_dict(values), train_data()).train()
 
 

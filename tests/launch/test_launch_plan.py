@@ -8,7 +8,7 @@ import yaml
 from megatron_glmd.cli import launch_plan
 from megatron_glmd.cli.launch_plan import PlanError, build_plan, check_layout, expand_nodelist, resolve_teacher
 from megatron_glmd.config import preset
-from megatron_glmd.distill.run_config import load_run_config
+from megatron_glmd.config import load_run_config
 
 from .helpers import LOCAL_SCRIPT, REPO, clean_env, error_lines, launch_command, layer_rows, memory_rows, run
 

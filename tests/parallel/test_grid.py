@@ -1,5 +1,4 @@
 """The process grid: DeepSpeed's rank order, and the members of every group on gloo."""
-import itertools
 
 import pytest
 import torch

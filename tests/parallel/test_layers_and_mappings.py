@@ -1,7 +1,6 @@
 """TP layers and mappings on gloo against single-process torch references."""
 import pytest
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 
 from megatron_glmd.parallel import (ColumnParallelLinear, ParallelGrid, RowParallelLinear, VocabParallelEmbedding,

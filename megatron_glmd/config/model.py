@@ -12,18 +12,25 @@ field (and the file), before any model is built.
 from __future__ import annotations
 
 import dataclasses
+import glob
 import math
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any, Dict, Optional
 
-from .parallel.vocab import pad_vocab_size
+from .base import ConfigError, dataclass_from_dict, read_yaml_mapping
 
-DTYPES = ("fp32", "bf16", "fp16")
+PRECISIONS = ("fp32", "bf16", "fp16")   # of model weights and of a training run
 
 
-class ConfigError(ValueError):
-    """A configuration value is missing, of the wrong type, or violates a constraint."""
+def pad_vocab_size(vocab_size: int, tp_size: int, multiple: int = 128) -> int:
+    """Round ``vocab_size`` up to a multiple of ``multiple * tp_size`` (each shard a multiple of 128)."""
+    if vocab_size < 1:
+        raise ValueError(f"vocab_size must be positive, got {vocab_size}")
+    if tp_size < 1:
+        raise ValueError(f"tp_size must be positive, got {tp_size}")
+    step = multiple * tp_size
+    return -(-vocab_size // step) * step
 
 
 @dataclass(frozen=True)
@@ -74,8 +81,8 @@ class ModelConfig:
         for name in ("layernorm_epsilon", "init_std"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
-        if self.dtype not in DTYPES:
-            raise ConfigError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        if self.dtype not in PRECISIONS:
+            raise ConfigError(f"dtype must be one of {', '.join(PRECISIONS)}, got {self.dtype!r}")
         if self.hidden_size % self.num_attention_heads:
             raise ConfigError(f"num_attention_heads ({self.num_attention_heads}) must divide "
                               f"hidden_size ({self.hidden_size})")
@@ -93,58 +100,14 @@ class ModelConfig:
         return self
 
 
-# Published GLM shapes (DESIGN.md §2). vocab_size is the real vocabulary (BERT WordPiece 30522,
-# GPT-2 BPE 50257); padding to a multiple of 128·TP gives 30592 / 50304 at TP=1.
-PRESETS: Dict[str, Dict[str, Any]] = {
-    "glm-base": dict(num_layers=12, hidden_size=768, num_attention_heads=12, vocab_size=30522,
-                     max_sequence_length=512),
-    "glm-large": dict(num_layers=24, hidden_size=1024, num_attention_heads=16, vocab_size=30522,
-                      max_sequence_length=512),
-    "glm-2b": dict(num_layers=36, hidden_size=2048, num_attention_heads=32, vocab_size=50257,
-                   max_sequence_length=1024),
-    "glm-10b": dict(num_layers=48, hidden_size=4096, num_attention_heads=64, vocab_size=50257,
-                    max_sequence_length=1024),
-    # Tiny shapes for tests and the CPU quickstart.
-    "tiny-teacher": dict(num_layers=4, hidden_size=64, num_attention_heads=4, vocab_size=1000,
-                         max_sequence_length=128),
-    "tiny-student": dict(num_layers=2, hidden_size=32, num_attention_heads=4, vocab_size=1000,
-                         max_sequence_length=128),
-}
+def _read_presets() -> Dict[str, Dict[str, Any]]:
+    """The shapes in ``presets/*.yaml`` (the one source of the published GLM shapes, docs/design.md)."""
+    folder = os.path.join(os.path.dirname(__file__), "presets")
+    return {os.path.basename(path)[:-len(".yaml")]: read_yaml_mapping(path, "preset")
+            for path in sorted(glob.glob(os.path.join(folder, "*.yaml")))}
 
 
-def _check_type(name: str, value: Any, field_type: str, where: str) -> Any:
-    optional = field_type.startswith("Optional[")
-    expected = field_type[len("Optional["):-1] if optional else field_type
-    if value is None and optional:
-        return value
-    checks = {
-        "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
-        "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
-        "bool": lambda v: isinstance(v, bool),
-        "str": lambda v: isinstance(v, str),
-        "List[str]": lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
-    }
-    if expected not in checks:
-        raise TypeError(f"config field {name!r} has unsupported type {field_type}")
-    if not checks[expected](value):
-        raise ConfigError(f"{where}field {name!r} must be of type {expected}, got {value!r}")
-    return float(value) if expected == "float" else value
-
-
-def dataclass_from_dict(cls, values: Dict[str, Any], *, where: str = ""):
-    """Build dataclass ``cls`` from a dict: unknown keys, missing keys and wrong types raise
-    ConfigError naming the key (``where`` prefixes the message, e.g. the file and section)."""
-    if not isinstance(values, dict):
-        raise ConfigError(f"{where}expected a mapping, got {type(values).__name__}")
-    known = {f.name: f for f in fields(cls)}
-    unknown = sorted(set(values) - set(known))
-    if unknown:
-        raise ConfigError(f"{where}unknown config key {unknown[0]!r}; known keys: {', '.join(known)}")
-    missing = [f.name for f in known.values() if f.name not in values
-               and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
-    if missing:
-        raise ConfigError(f"{where}missing required config key {missing[0]!r}")
-    return cls(**{k: _check_type(k, v, str(known[k].type), where) for k, v in values.items()})
+PRESETS: Dict[str, Dict[str, Any]] = _read_presets()
 
 
 def from_dict(values: Dict[str, Any], *, where: str = "") -> ModelConfig:
@@ -161,24 +124,6 @@ def from_dict(values: Dict[str, Any], *, where: str = "") -> ModelConfig:
 
 def preset(name: str, **overrides) -> ModelConfig:
     return from_dict({"preset": name, **overrides})
-
-
-def read_yaml_mapping(path: str, what: str = "config") -> Dict[str, Any]:
-    """The mapping at the top of a YAML file; ConfigError naming the file when it is missing or not one."""
-    import yaml
-
-    if not os.path.exists(path):
-        raise ConfigError(f"{what} file {path} does not exist")
-    with open(path, encoding="utf-8") as f:
-        try:
-            values = yaml.safe_load(f)
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: not valid YAML: {e}") from None
-    if values is None:  # an empty file: its missing keys are named by the caller
-        values = {}
-    if not isinstance(values, dict):
-        raise ConfigError(f"{path}: expected a mapping of config keys, got {type(values).__name__}")
-    return values
 
 
 def load_config(path: str) -> ModelConfig:

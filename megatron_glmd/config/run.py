@@ -20,11 +20,13 @@ import os
 from dataclasses import dataclass
 from typing import Any, Dict, Optional, Sequence
 
-from ..config import ConfigError, ModelConfig, dataclass_from_dict, from_dict, read_yaml_mapping
-from .losses import DistillLossConfig
+from .base import ConfigError, dataclass_from_dict, read_yaml_mapping
+from .model import PRECISIONS, ModelConfig, from_dict
 
 MODES = ("pretrain", "distill")
-PRECISIONS = ("fp32", "bf16", "fp16")
+DISTILL_TOKENS = ("valid", "all", "infilled")
+DIVERGENCES = ("kl", "mse")
+NORMALIZE_BY = ("tokens", "positions")
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,34 @@ class TrainConfig:
     precision: str = "fp32"           # fp32 (CPU), bf16 (GPU default), fp16 (dynamic loss scaling)
     seed: int = 1234
     checkpoint_activations: bool = False
+
+    def accumulation_steps(self, dp: int) -> int:
+        """Micro-batches per data-parallel rank and optimizer step (the pipeline's micro-batch count)."""
+        return self.global_batch_size // (self.micro_batch_size * dp)
+
+
+@dataclass(frozen=True)
+class DistillLossConfig:
+    """L'_sp and the paper's ablation switches (docs/design.md, "The loss"); the defaults are GLMD's recipe."""
+
+    temperature: float = 15.0
+    distill_tokens: str = "valid"     # valid: m_p (every non-pad token); all: pads too; infilled: Part B only
+    divergence: str = "kl"            # kl: τ²·KL(teacher ‖ student); mse: MSE between logits
+    normalize_by: str = "tokens"      # tokens: Σ m_p; positions: every position incl. pads (GLMKD)
+    hard_label_weight: float = 0.0    # > 0 adds that much blank-infilling cross-entropy
+    intermediate_weight: float = 0.0  # > 0 adds that much intermediate-layer hidden-state MSE
+
+    def validate(self) -> "DistillLossConfig":
+        if self.temperature <= 0:
+            raise ConfigError(f"loss.temperature must be > 0, got {self.temperature}")
+        for name, allowed in (("distill_tokens", DISTILL_TOKENS), ("divergence", DIVERGENCES),
+                              ("normalize_by", NORMALIZE_BY)):
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"loss.{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        for name in ("hard_label_weight", "intermediate_weight"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"loss.{name} must be >= 0, got {getattr(self, name)}")
+        return self
 
 
 @dataclass(frozen=True)
@@ -124,10 +154,7 @@ class RunConfig:
             raise ConfigError(f"optimizer: need 0 <= min_lr <= lr and lr > 0, got lr={o.lr}, min_lr={o.min_lr}")
         if o.warmup_iters < 0 or (o.decay_iters is not None and o.decay_iters < 1):
             raise ConfigError("optimizer.warmup_iters must be >= 0 and optimizer.decay_iters >= 1")
-        try:
-            self.loss.validate()
-        except ValueError as e:
-            raise ConfigError(str(e)) from None
+        self.loss.validate()
         if self.mode == "distill" and not self.teacher_checkpoint:
             raise ConfigError("mode 'distill' needs teacher_checkpoint: the save_dir of a pretrain run")
         if self.mode == "distill" and not os.path.isdir(self.teacher_checkpoint):
@@ -143,6 +170,20 @@ class RunConfig:
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def check_teacher_model(student: ModelConfig, teacher: ModelConfig, tp: int, pp: int, where: str) -> None:
+    """The one check that a teacher fits a student's run: same vocabulary, a valid shape at (TP, PP).
+
+    ``where`` names the source of the teacher's shape (its checkpoint's config, a preset) in the error.
+    """
+    if teacher.vocab_size != student.vocab_size:
+        raise ConfigError(f"{where}: teacher vocab_size={teacher.vocab_size}, student vocab_size="
+                          f"{student.vocab_size}: teacher and student must share the vocabulary")
+    try:
+        teacher.validate(tp_size=tp, pp_size=pp)
+    except ConfigError as e:
+        raise ConfigError(f"{where}: teacher model: {e}") from None
 
 
 _SECTIONS = {"parallel": ParallelConfig, "train": TrainConfig, "optimizer": OptimizerConfig,

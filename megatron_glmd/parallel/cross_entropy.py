@@ -11,7 +11,7 @@ from typing import Optional
 import torch
 import torch.distributed as dist
 
-from ..parallel.mappings import group_rank, group_size
+from .mappings import group_rank, group_size
 
 
 class _VocabParallelCrossEntropy(torch.autograd.Function):
