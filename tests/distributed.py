@@ -4,6 +4,9 @@
 `torch.distributed` with gloo on a free local port, calls `fn(rank, world_size, *args)` in
 each, and returns the list of per-rank return values (which must be picklable). An exception
 on any rank fails the calling test with that rank's traceback.
+
+Every call runs under :func:`tests.nccl_rules.enforce_nccl_rules`: a collective or point-to-point
+call with a tensor NCCL would refuse (an int16 view, a bool flag) fails the test on gloo already.
 """
 from __future__ import annotations
 
@@ -16,6 +19,8 @@ import traceback
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+
+from tests.nccl_rules import enforce_nccl_rules
 
 
 def _free_port() -> int:
@@ -32,7 +37,8 @@ def _worker(rank, world_size, port, result_dir, fn, args):
     try:
         dist.init_process_group("gloo", rank=rank, world_size=world_size,
                                 timeout=datetime.timedelta(seconds=300))
-        result = fn(rank, world_size, *args)
+        with enforce_nccl_rules():
+            result = fn(rank, world_size, *args)
         torch.save({"ok": True, "result": result}, out_path)
     except BaseException:  # report every failure, including assertion errors, to the parent
         torch.save({"ok": False, "error": traceback.format_exc()}, out_path)

@@ -24,3 +24,45 @@ def test_results_come_back_from_every_rank():
 def test_a_failing_rank_fails_the_test():
     with pytest.raises(AssertionError, match="deliberate failure"):
         run_distributed(2, _fail_on_rank_one)
+
+
+def _send_int16(rank, world_size):
+    t = torch.zeros(4, dtype=torch.bfloat16).view(torch.int16)
+    if rank == 0:
+        dist.send(t, dst=1)
+    else:
+        dist.recv(t, src=0)
+
+
+def _all_reduce_bool(rank, world_size):
+    dist.all_reduce(torch.ones(2, dtype=torch.bool))
+
+
+def _nccl_types_pass(rank, world_size):
+    for dtype in (torch.uint8, torch.int32, torch.int64, torch.bfloat16, torch.float16, torch.float32,
+                  torch.float64):
+        dist.all_reduce(torch.ones(2, dtype=dtype))
+    bits = torch.zeros(3, 4, dtype=torch.bfloat16).view(torch.uint8)
+    if rank == 0:
+        dist.send(bits, dst=1)
+    else:
+        dist.recv(bits, src=0)
+    return bits.shape
+
+
+@pytest.mark.parametrize("fn,dtype", [(_send_int16, "torch.int16"), (_all_reduce_bool, "torch.bool")])
+def test_nccl_rules_refuse_what_gloo_would_carry(fn, dtype):
+    with pytest.raises(AssertionError, match=f"NCCL carries no {dtype}"):
+        run_distributed(2, fn)
+
+
+def test_nccl_types_pass_the_rules():
+    assert run_distributed(2, _nccl_types_pass) == [torch.Size([3, 8])] * 2
+
+
+def test_rules_are_lifted_outside_the_block():
+    from tests.nccl_rules import enforce_nccl_rules, wrapped_calls
+
+    with enforce_nccl_rules():
+        assert {"all_reduce", "send", "recv", "broadcast", "batch_isend_irecv"} <= set(wrapped_calls())
+    assert wrapped_calls() == []
