@@ -58,8 +58,10 @@ def deepspeed_config(cfg: RunConfig, dp: int) -> dict:
         "zero_optimization": {"stage": 1},
         "zero_allow_untested_optimizer": True,
         "bf16": {"enabled": t.precision == "bf16"},
-        # Accumulate bf16 micro-batch gradients in fp32 (32 bf16 additions lose too many bits).
+        # Accumulate bf16 micro-batch gradients in fp32 (32 bf16 additions lose too many bits)...
         "data_types": {"grad_accum_dtype": "fp32" if t.precision == "bf16" else None},
+        # ...and reduce them over DP in fp32 too: DeepSpeed's default is the model's dtype.
+        "communication_data_type": "fp32",
         "fp16": {"enabled": t.precision == "fp16", "loss_scale": 0, "initial_scale_power": 16},
         "steps_per_print": 2**31 - 1,
         "wall_clock_breakdown": False,

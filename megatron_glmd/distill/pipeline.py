@@ -11,8 +11,8 @@ What crosses a stage boundary (DeepSpeed sends every tensor of the tuple and exp
 back for every floating-point one):
 
     first stage in:  input_ids, position_ids, sep, length
-    between stages:  student hidden (float, gets a gradient), teacher hidden viewed as an integer
-                     tensor of the same width (no gradient), sep, length
+    between stages:  student hidden (float, gets a gradient), teacher hidden viewed as uint8 bytes
+                     (no gradient), sep, length
     last stage out:  student logits [, teacher logits]        → loss_fn(outputs, labels)
 """
 from __future__ import annotations
@@ -28,7 +28,12 @@ from ..parallel.grid import ParallelGrid
 from .intermediate import AddAuxiliaryGradient, IntermediateLayerLoss, stage_pairs
 from ..model.attention_mask import valid_token_mask
 
-_INT_VIEW = {torch.float32: torch.int32, torch.bfloat16: torch.int16, torch.float16: torch.int16}
+# DeepSpeed wants a gradient back for every floating-point tensor a stage receives, so the frozen
+# teacher's hidden state travels as a non-floating view of the same bytes. uint8 is the one integer
+# type NCCL carries that every float dtype can be viewed as (NCCL has no 16-bit integer: an int16
+# view of bf16 passes on gloo and fails at the first GPU send); the last dimension grows by the
+# float's width in bytes.
+_WIRE_DTYPE = torch.uint8
 
 
 class DistillStage(nn.Module):
@@ -78,13 +83,13 @@ class DistillStage(nn.Module):
             student_out = AddAuxiliaryGradient.apply(student_out, aux, self.intermediate_scale)
         if self.is_last:
             return (student_out,) if teacher_out is None else (student_out, teacher_out)
-        teacher_bits = (teacher_out.view(_INT_VIEW[teacher_out.dtype]) if teacher_out is not None
-                        else torch.zeros(1, dtype=torch.int32, device=student_out.device))
+        teacher_bits = (teacher_out.contiguous().view(_WIRE_DTYPE) if teacher_out is not None
+                        else torch.zeros(1, dtype=_WIRE_DTYPE, device=student_out.device))
         return student_out, teacher_bits, sep, length
 
 
 def _from_bits(bits: torch.Tensor, teacher: GLMStage) -> torch.Tensor:
-    """Undo the integer view of the teacher's hidden state (its dtype is the teacher's parameter dtype)."""
+    """Undo the byte view of the teacher's hidden state (its dtype is the teacher's parameter dtype)."""
     dtype = next(teacher.parameters()).dtype
     return bits.view(dtype)
 

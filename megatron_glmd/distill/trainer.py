@@ -158,16 +158,14 @@ class Trainer:
 
     def _set_normalizers(self, batches: List[Dict[str, torch.Tensor]]) -> None:
         """Global-batch token counts (all micro-batches, all DP ranks), computed before the step."""
-        counts = torch.zeros(3, dtype=torch.float64)
-        for b in batches:
-            counts[0] += float(distill_normalizer(self.cfg.loss, b["length"], b["loss_mask"]))
-            counts[1] += float(hard_label_normalizer(b["loss_mask"]))
-            counts[2] += float(b["length"].sum())
+        local = [[float(distill_normalizer(self.cfg.loss, b["length"], b["loss_mask"])),
+                  float(hard_label_normalizer(b["loss_mask"])), float(b["length"].sum())] for b in batches]
+        # On the engine's device: an nccl group has no CPU backend.
+        counts = torch.tensor(local, dtype=torch.float64, device=self.device).sum(0)
         if self.dp > 1:
             dist.all_reduce(counts, group=self.grid.dp_group)
         counts = counts.clamp(min=1.0)
-        self._normalizers = {"distill": counts[0].float().to(self.device),
-                             "hard_label": counts[1].float().to(self.device)}
+        self._normalizers = {"distill": counts[0].float(), "hard_label": counts[1].float()}
         if self.intermediate_weight > 0:
             # d(total)/d(stage sum); DeepSpeed divides gradients by DP, and scales fp16 losses.
             self._intermediate_denominator = float(counts[2]) * self.cfg.model.num_layers

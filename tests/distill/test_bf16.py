@@ -1,5 +1,5 @@
-"""bf16 training: the teacher's bf16 hidden state crosses a stage boundary as int16 and comes back
-intact, and the bf16 curve tracks the fp32 one."""
+"""bf16 training: the teacher's bf16 hidden state crosses a stage boundary as uint8 bytes (a type
+NCCL carries) and comes back intact, and the bf16 curve tracks the fp32 one."""
 import torch
 
 from megatron_glmd.config import run_config_from_dict
@@ -17,6 +17,8 @@ def _distill(rank, world, pp, precision, teacher_dir, save_dir):
     values["train"]["precision"] = precision
     trainer = Trainer(run_config_from_dict(values), train_data())
     teacher_dtypes = {p.dtype for p in trainer.stage.teacher.parameters()}
+    # Gradients are accumulated in fp32 and must be reduced over DP in fp32, not in bf16.
+    assert trainer.engine.communication_data_type == torch.float32
     return [r["loss"] for r in trainer.train()], teacher_dtypes
 
 
