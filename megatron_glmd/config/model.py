@@ -21,6 +21,7 @@ from typing import Any, Dict, Optional
 from .base import ConfigError, dataclass_from_dict, read_yaml_mapping
 
 PRECISIONS = ("fp32", "bf16", "fp16")   # of model weights and of a training run
+GELU_VARIANTS = ("tanh", "erf")         # GLM's training code uses tanh; its Hugging Face port uses erf
 
 
 def pad_vocab_size(vocab_size: int, tp_size: int, multiple: int = 128) -> int:
@@ -47,6 +48,7 @@ class ModelConfig:
     init_std: float = 0.02
     checkpoint_activations: bool = False
     dtype: str = "fp32"
+    gelu: str = "tanh"                   # GeLU variant, one of GELU_VARIANTS; an imported model keeps its source's
 
     @property
     def ffn_size(self) -> int:
@@ -81,6 +83,8 @@ class ModelConfig:
         for name in ("layernorm_epsilon", "init_std"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.gelu not in GELU_VARIANTS:
+            raise ConfigError(f"gelu must be one of {', '.join(GELU_VARIANTS)}, got {self.gelu!r}")
         if self.dtype not in PRECISIONS:
             raise ConfigError(f"dtype must be one of {', '.join(PRECISIONS)}, got {self.dtype!r}")
         if self.hidden_size % self.num_attention_heads:

@@ -43,7 +43,12 @@ class ParallelSelfAttention(nn.Module):
 
 
 class ParallelMLP(nn.Module):
-    """h → ffn (column-parallel) → tanh-GELU → h (row-parallel)."""
+    """h → ffn (column-parallel) → GeLU → h (row-parallel).
+
+    The GeLU variant is ``config.gelu``: GLM's training code uses the tanh approximation, its
+    Hugging Face port the exact (erf) form; an imported model keeps its source's so that its
+    logits stay those of the released model.
+    """
 
     def __init__(self, config: ModelConfig, tp_group: Optional[dist.ProcessGroup], dtype=None, device=None):
         super().__init__()
@@ -52,9 +57,10 @@ class ParallelMLP(nn.Module):
         self.dense_4h_to_h = RowParallelLinear(config.ffn_size, config.hidden_size,
                                                init_std=config.output_init_std, tp_group=tp_group,
                                                dtype=dtype, device=device)
+        self.approximate = "tanh" if config.gelu == "tanh" else "none"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dense_4h_to_h(F.gelu(self.dense_h_to_4h(x), approximate="tanh"))
+        return self.dense_4h_to_h(F.gelu(self.dense_h_to_4h(x), approximate=self.approximate))
 
 
 class GLMBlock(nn.Module):
