@@ -28,6 +28,7 @@ setup(
         "pyyaml>=6.0",
         "tqdm>=4.60",
         "sentencepiece>=0.1.99",
+        "safetensors>=0.4",   # the vocabulary-compression artifact's tensors
         "triton>=2.1; platform_system == 'Linux'",
     ],
     extras_require={

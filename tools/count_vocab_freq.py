@@ -4,9 +4,11 @@
     python tools/count_vocab_freq.py --data-prefix data/corpus --tokenizer-model spm.model \
         --output freq.tsv [--protected-tokens verbalizers.txt] [--workers 8]
 
-Writes a TSV `id<TAB>token<TAB>count<TAB>rank`, one row per id: rank 0 first is every
-protected token (the 10 special tokens and the pieces listed one per line in
---protected-tokens) in id order, then descending count, ties by id.
+Writes a TSV `id<TAB>token<TAB>count<TAB>rank<TAB>role`, one row per id: rank 0 first is
+every protected token (the tokenizer's special tokens and the pieces listed one per line in
+--protected-tokens) in id order, then descending count, ties by id; role is `special`,
+`protected` or `ordinary`. Tokens holding a tab, newline or `"` are quoted (csv's excel-tab
+dialect), so `csv.reader(f, dialect="excel-tab")` and `pandas.read_csv(path, sep="\t")` read it.
 """
 from __future__ import annotations
 
@@ -36,8 +38,8 @@ def main(argv=None) -> int:
     def body():
         from megatron_glmd.data.errors import DataError
         from megatron_glmd.data.tokenizer import GLMTokenizer
-        from megatron_glmd.data.vocab_frequency import (count_token_ids, rank_vocabulary, read_protected_tokens,
-                                                        write_frequency_tsv)
+        from megatron_glmd.compress.ranking import rank_vocabulary, special_token_ids
+        from megatron_glmd.data.vocab_frequency import count_token_ids, read_protected_tokens, write_frequency_tsv
         tok = GLMTokenizer(args.tokenizer_model)
         protected = read_protected_tokens(args.protected_tokens, tok.token_to_id) if args.protected_tokens else []
         out_dir = os.path.dirname(os.path.abspath(args.output))
@@ -45,8 +47,10 @@ def main(argv=None) -> int:
             raise DataError(f"output directory {out_dir!r} does not exist")
         result = count_token_ids(args.data_prefix, tok.vocab_size, workers=args.workers,
                                  chunk_tokens=args.chunk_tokens, progress=not args.quiet)
-        order = rank_vocabulary(result.counts, protected)
-        write_frequency_tsv(args.output, tok.tokens(), result.counts, order)
+        specials = special_token_ids(tok)
+        order = rank_vocabulary(result.counts, specials + protected)
+        write_frequency_tsv(args.output, tok.tokens(), result.counts, order, special_ids=specials,
+                            protected_ids=protected)
         seen = int((result.counts > 0).sum())
         print(f"wrote {args.output}: {tok.vocab_size} ids ({seen} seen), {result.tokens} tokens counted in "
               f"{result.seconds:.2f} s ({result.tokens_per_s / 1e6:.1f} M tokens/s, {result.processes} processes)")

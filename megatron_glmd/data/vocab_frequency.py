@@ -1,17 +1,21 @@
-"""Token-id frequencies over indexed datasets, the vocabulary ranking, and the kept-set size.
-
-DESIGN.md §1.4: protected tokens (every special token and every listed token, e.g. verbalizer
-tokens) rank first, in ascending id order, so the special ids 0..9 keep their ids in a
-compressed vocabulary; then all other ids by descending count, ties by ascending id. The first
-``K = ceil(v · r_v / 128) · 128`` ids of the ranking form the kept set.
+"""Token-id frequencies over indexed datasets, and the frequency table (TSV) that carries them.
 
 Counting streams each dataset's memory-mapped ``.bin`` in chunks with ``numpy.bincount``:
 memory is O(V + chunk), never O(corpus). Several processes count disjoint chunks; the main
-process adds their count vectors.
+process adds their count vectors. The ranking and the kept set are compression's business
+(``megatron_glmd.compress.ranking``); this module writes the ranking it is given.
+
+The table is a TSV, one row per id in id order: ``id  token  count  rank  role`` with ``role``
+one of ``special`` (a special token: protected, never a mapping target), ``protected`` (a listed
+token, e.g. a verbalizer) or ``ordinary``. It is written with the ``csv`` module's ``excel-tab``
+dialect: a token holding a tab, a newline or a ``"`` is quoted (``"`` doubled inside), so
+``csv.reader(f, dialect="excel-tab")`` and ``pandas.read_csv(path, sep="\t")`` read every row
+with their defaults. (pandas turns a token spelled like one of its missing-value markers, e.g.
+``null`` or ``NaN``, into NaN unless given ``keep_default_na=False``; quoting cannot prevent that.)
 """
 from __future__ import annotations
 
-import math
+import csv
 import multiprocessing as mp
 import os
 import time
@@ -23,55 +27,11 @@ from tqdm import tqdm
 
 from .errors import DataError
 from .indexed_dataset import IndexedDataset, open_datasets
-from .tokenizer import NUM_SPECIAL_TOKENS
 
 DEFAULT_CHUNK_TOKENS = 1 << 24
 _BLOCK_TOKENS = 1 << 18
-TSV_HEADER = ("id", "token", "count", "rank")
-
-
-def kept_vocab_size(vocab_size: int, ratio: float) -> int:
-    """``K = ceil(v · r_v / 128) · 128``: the number of top-ranked ids a compressed vocabulary keeps."""
-    if vocab_size < 1:
-        raise DataError(f"vocab size must be positive, got {vocab_size}")
-    if not 0.0 < ratio <= 1.0:
-        raise DataError(f"vocabulary ratio r_v must be in (0, 1], got {ratio}")
-    # Exact rational arithmetic on the float's value avoids ceil(128.00000000000003) = 129 surprises.
-    from fractions import Fraction
-    return math.ceil(Fraction(vocab_size) * Fraction(str(ratio)) / 128) * 128
-
-
-def rank_vocabulary(counts: np.ndarray, protected_ids: Iterable[int] = ()) -> np.ndarray:
-    """Ids in rank order: protected (specials always included) by id, then count desc, id asc."""
-    counts = np.asarray(counts, dtype=np.int64)
-    vocab_size = counts.size
-    protected = set(range(min(NUM_SPECIAL_TOKENS, vocab_size)))
-    for token_id in protected_ids:
-        token_id = int(token_id)
-        if not 0 <= token_id < vocab_size:
-            raise DataError(f"protected token id {token_id} is outside the vocabulary [0, {vocab_size})")
-        protected.add(token_id)
-    is_protected = np.zeros(vocab_size, dtype=bool)
-    is_protected[list(protected)] = True
-    ids = np.arange(vocab_size, dtype=np.int64)
-    # lexsort: last key is primary. Protected first; then -count; then id.
-    order = np.lexsort((ids, np.where(is_protected, 0, -counts), ~is_protected))
-    return order
-
-
-def ranks_from_order(order: np.ndarray) -> np.ndarray:
-    """``rank[id]`` from the rank-ordered ids."""
-    rank = np.empty_like(order)
-    rank[order] = np.arange(order.size, dtype=order.dtype)
-    return rank
-
-
-def kept_token_ids(order: np.ndarray, vocab_size: int, ratio: float, num_protected: int = 0) -> np.ndarray:
-    """The ``min(K, v)`` top-ranked ids (the kept set ``w_c``), in rank order."""
-    k = kept_vocab_size(vocab_size, ratio)
-    if k < num_protected:
-        raise DataError(f"the kept set of {k} ids cannot hold the {num_protected} protected tokens; raise r_v")
-    return np.asarray(order[:min(k, vocab_size)])
+TSV_HEADER = ("id", "token", "count", "rank", "role")
+ROLES = ("special", "protected", "ordinary")
 
 
 # --- counting ----------------------------------------------------------------------------------
@@ -184,17 +144,81 @@ def read_protected_tokens(path: str, token_to_id) -> List[int]:
     return ids
 
 
-def write_frequency_tsv(path: str, tokens: Sequence[str], counts: np.ndarray, order: np.ndarray) -> None:
-    """Atomically write ``id\\ttoken\\tcount\\trank`` rows, one per id in id order."""
-    rank = ranks_from_order(order)
-    for token in tokens:
-        if "\t" in token or "\n" in token:
-            raise DataError(f"token {token!r} contains a tab or newline and cannot be written to a TSV")
+def read_protected_tokens(path: str, token_to_id) -> List[int]:
+    """Ids of the pieces listed one per line in ``path`` (blank lines ignored)."""
+    if not os.path.isfile(path):
+        raise DataError(f"protected-tokens file {path!r} does not exist")
+    ids = []
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            token = line.strip()
+            if not token:
+                continue
+            try:
+                ids.append(token_to_id(token))
+            except DataError:
+                raise DataError(f"{path}:{number}: token {token!r} is not in the tokenizer's vocabulary") from None
+    return ids
+
+
+@dataclass
+class FrequencyTable:
+    tokens: List[str]
+    counts: np.ndarray   # int64 [v]
+    order: np.ndarray    # int64 [v]: ids in rank order
+    roles: List[str]     # one of ROLES per id
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.tokens)
+
+    @property
+    def special_ids(self) -> List[int]:
+        return [i for i, role in enumerate(self.roles) if role == "special"]
+
+    @property
+    def protected_ids(self) -> List[int]:
+        """Special and listed tokens: the ids that rank first and are always kept."""
+        return [i for i, role in enumerate(self.roles) if role != "ordinary"]
+
+
+def _roles(vocab_size: int, special_ids: Iterable[int], protected_ids: Iterable[int]) -> List[str]:
+    roles = ["ordinary"] * vocab_size
+    for role, ids in (("protected", protected_ids), ("special", special_ids)):
+        for i in ids:
+            if not 0 <= int(i) < vocab_size:
+                raise DataError(f"{role} token id {int(i)} is outside the vocabulary [0, {vocab_size})")
+            roles[int(i)] = role
+    return roles
+
+
+def _check_protected_rank_first(order: np.ndarray, roles: Sequence[str], where: str) -> None:
+    protected = {i for i, role in enumerate(roles) if role != "ordinary"}
+    if set(int(i) for i in order[:len(protected)]) != protected:
+        raise DataError(f"{where}: the special and protected tokens must take the first {len(protected)} ranks")
+
+
+def write_frequency_tsv(path: str, tokens: Sequence[str], counts: np.ndarray, order: np.ndarray, *,
+                        special_ids: Iterable[int] = (), protected_ids: Iterable[int] = ()) -> None:
+    """Atomically write the table (see the module docstring), one row per id in id order."""
+    order = np.asarray(order, dtype=np.int64)
+    if not len(tokens) == len(counts) == order.size:
+        raise DataError(f"{path}: {len(tokens)} tokens, {len(counts)} counts and {order.size} ranks differ in number")
+    roles = _roles(len(tokens), special_ids, protected_ids)
+    _check_protected_rank_first(order, roles, path)
+    rank = np.empty_like(order)
+    rank[order] = np.arange(order.size)
     tmp = f"{path}.tmp-{os.getpid()}"
     try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write("\t".join(TSV_HEADER) + "\n")
-            f.writelines(f"{i}\t{tokens[i]}\t{int(counts[i])}\t{int(rank[i])}\n" for i in range(len(tokens)))
+        with open(tmp, "w", encoding="utf-8", newline="") as f:
+            plain = csv.writer(f, dialect="excel-tab", lineterminator="\n")
+            # A lone carriage return is not in the line terminator, so the minimal quoting would
+            # leave it bare; such rows quote their strings.
+            quoted = csv.writer(f, dialect="excel-tab", lineterminator="\n", quoting=csv.QUOTE_NONNUMERIC)
+            plain.writerow(TSV_HEADER)
+            for i, token in enumerate(tokens):
+                writer = quoted if "\r" in token else plain
+                writer.writerow((i, token, int(counts[i]), int(rank[i]), roles[i]))
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -202,31 +226,48 @@ def write_frequency_tsv(path: str, tokens: Sequence[str], counts: np.ndarray, or
         raise
 
 
-def read_frequency_tsv(path: str) -> Tuple[List[str], np.ndarray, np.ndarray]:
-    """(tokens, counts, rank-ordered ids) from a file written by :func:`write_frequency_tsv`."""
+def _parse_row(path: str, line: int, fields: List[str], expected_id: int):
+    if len(fields) != len(TSV_HEADER):
+        raise DataError(f"{path}:{line}: expected {len(TSV_HEADER)} tab-separated fields, got {len(fields)}")
+    try:
+        token_id, count, rank = int(fields[0]), int(fields[2]), int(fields[3])
+    except ValueError:
+        raise DataError(f"{path}:{line}: id, count and rank must be integers, got {fields}") from None
+    if token_id != expected_id:
+        raise DataError(f"{path}:{line}: id {token_id} out of order (expected {expected_id})")
+    if count < 0:
+        raise DataError(f"{path}:{line}: count must be non-negative, got {count}")
+    if fields[4] not in ROLES:
+        raise DataError(f"{path}:{line}: role must be one of {', '.join(ROLES)}, got {fields[4]!r}")
+    return fields[1], count, rank, fields[4]
+
+
+def read_frequency_tsv(path: str) -> FrequencyTable:
+    """The table written by :func:`write_frequency_tsv`; errors name the file and line."""
     if not os.path.isfile(path):
-        raise DataError(f"frequency file {path!r} does not exist")
-    tokens, counts, ranks = [], [], []
-    with open(path, encoding="utf-8") as f:
-        header = f.readline().rstrip("\n").split("\t")
-        if tuple(header) != TSV_HEADER:
-            raise DataError(f"{path}:1: header is {header}, expected {list(TSV_HEADER)}")
-        for number, line in enumerate(f, 2):
-            fields = line.rstrip("\n").split("\t")
-            if len(fields) != 4:
-                raise DataError(f"{path}:{number}: expected 4 tab-separated fields, got {len(fields)}")
-            try:
-                token_id, count, rank = int(fields[0]), int(fields[2]), int(fields[3])
-            except ValueError:
-                raise DataError(f"{path}:{number}: id, count and rank must be integers, got {fields}") from None
-            if token_id != len(tokens):
-                raise DataError(f"{path}:{number}: id {token_id} out of order (expected {len(tokens)})")
-            tokens.append(fields[1])
-            counts.append(count)
-            ranks.append(rank)
+        raise DataError(f"{path}: frequency table does not exist")
+    tokens, counts, ranks, roles = [], [], [], []
+    with open(path, encoding="utf-8", newline="") as f:
+        reader = csv.reader(f, dialect="excel-tab")
+        try:
+            header = next(reader, [])
+            if tuple(header) != TSV_HEADER:
+                raise DataError(f"{path}:1: header is {header}, expected {list(TSV_HEADER)} "
+                                "(rerun tools/count_vocab_freq.py)")
+            for fields in reader:
+                row = _parse_row(path, reader.line_num, fields, len(tokens))
+                for column, value in zip((tokens, counts, ranks, roles), row):
+                    column.append(value)
+        except csv.Error as exc:
+            raise DataError(f"{path}:{reader.line_num}: {exc}") from None
+        except UnicodeDecodeError:
+            raise DataError(f"{path}: not UTF-8 text") from None
+    if not tokens:
+        raise DataError(f"{path}: the table has no rows")
     rank = np.array(ranks, dtype=np.int64)
     if not np.array_equal(np.sort(rank), np.arange(rank.size)):
         raise DataError(f"{path}: the rank column is not a permutation of 0..{rank.size - 1}")
     order = np.empty_like(rank)
     order[rank] = np.arange(rank.size)
-    return tokens, np.array(counts, dtype=np.int64), order
+    _check_protected_rank_first(order, roles, path)
+    return FrequencyTable(tokens, np.array(counts, dtype=np.int64), order, roles)

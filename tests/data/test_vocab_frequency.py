@@ -1,4 +1,4 @@
-import math
+import csv
 from collections import Counter
 
 import numpy as np
@@ -6,8 +6,9 @@ import pytest
 
 from megatron_glmd.data import DataError
 from megatron_glmd.data.indexed_dataset import write_documents
-from megatron_glmd.data.vocab_frequency import (count_token_ids, kept_token_ids, kept_vocab_size, rank_vocabulary,
-                                                read_frequency_tsv, read_protected_tokens, write_frequency_tsv)
+from megatron_glmd.compress.ranking import rank_vocabulary
+from megatron_glmd.data.vocab_frequency import (TSV_HEADER, count_token_ids, read_frequency_tsv, read_protected_tokens,
+                                                write_frequency_tsv)
 
 
 def zipf_documents(rng, vocab_size, num_docs):
@@ -27,56 +28,77 @@ def test_counts_equal_counter(tmp_path, workers, chunk):
     assert result.tokens == sum(expected.values())
 
 
-def reference_order(counts, protected):
-    protected = set(protected) | set(range(10))
-    return sorted(range(len(counts)), key=lambda i: (0, i) if i in protected else (1, -counts[i], i))
+# Tokens that broke the old hand-written TSV for csv/pandas readers, and ones pandas treats specially.
+AWKWARD = ['"', '""', 'say "hi"', "tab\there", "new\nline", "carriage\rreturn", "crlf\r\n", "'", " lead", "trail ",
+           "007", "1e5", "#", ",", ";", "\\", "[UNK]x"]
+PANDAS_NA = ["null", "NaN"]   # pandas reads these as missing unless keep_default_na=False
 
 
-def test_ranking_matches_hand_written_sort():
-    rng = np.random.default_rng(0)
-    counts = rng.integers(0, 20, 3000)  # many ties
-    protected = [2999, 500, 11, 500]
-    order = rank_vocabulary(counts, protected)
-    assert order.tolist() == reference_order(counts.tolist(), protected)
-    assert order[:13].tolist() == list(range(10)) + [11, 500, 2999]
+def awkward_table(tmp_path):
+    tokens = [f"[S{i}]" for i in range(10)] + AWKWARD + PANDAS_NA + [f"t{i}" for i in range(20)]
+    counts = np.arange(len(tokens)) % 7
+    specials, protected = list(range(10)), [12, 30]
+    order = rank_vocabulary(counts, specials + protected)
+    path = str(tmp_path / "f.tsv")
+    write_frequency_tsv(path, tokens, counts, order, special_ids=specials, protected_ids=protected)
+    return path, tokens, counts, order
 
 
-def test_ranking_hand_case():
-    counts = np.array([0] * 10 + [5, 9, 5, 0, 9])
-    assert rank_vocabulary(counts, [13]).tolist() == list(range(10)) + [13, 11, 14, 10, 12]
-    with pytest.raises(DataError, match="protected token id 15 is outside"):
-        rank_vocabulary(counts, [15])
+def test_tsv_round_trip_roles_and_ranks(tmp_path):
+    path, tokens, counts, order = awkward_table(tmp_path)
+    table = read_frequency_tsv(path)
+    assert table.tokens == tokens and table.counts.tolist() == counts.tolist() and table.order.tolist() == order.tolist()
+    assert table.special_ids == list(range(10)) and table.protected_ids == list(range(10)) + [12, 30]
+    assert table.roles[12] == "protected" and table.roles[11] == "ordinary"
 
 
-@pytest.mark.parametrize("v,r,k", [(30592, 0.5, 15360), (1000, 0.1, 128), (1536, 1.0, 1536), (50304, 0.25, 12672),
-                                   (1280, 0.1, 128), (12800, 0.01, 128), (1000, 1.0, 1024)])
-def test_kept_vocab_size(v, r, k):
-    assert kept_vocab_size(v, r) == k == math.ceil(round(v * r, 6) / 128) * 128
+def test_tsv_is_read_by_csv_with_defaults(tmp_path):
+    path, tokens, counts, order = awkward_table(tmp_path)
+    rank = np.argsort(order)
+    with open(path, encoding="utf-8", newline="") as f:
+        rows = list(csv.reader(f, dialect="excel-tab"))
+    with open(path, encoding="utf-8", newline="") as f:
+        dict_rows = list(csv.DictReader(f, delimiter="\t"))
+    assert tuple(rows[0]) == TSV_HEADER and len(rows) == len(tokens) + 1 == len(dict_rows) + 1
+    assert [r[1] for r in rows[1:]] == tokens == [r["token"] for r in dict_rows]
+    assert [int(r["count"]) for r in dict_rows] == counts.tolist()
+    assert [int(r["rank"]) for r in dict_rows] == rank.tolist()
 
 
-def test_kept_vocab_size_errors_and_kept_ids():
-    for r in (0, -0.1, 1.5):
-        with pytest.raises(DataError, match="r_v"):
-            kept_vocab_size(100, r)
-    order = np.arange(1000)[::-1]
-    assert kept_token_ids(order, 1000, 0.1).tolist() == order[:128].tolist()
-    assert kept_token_ids(order, 1000, 1.0).size == 1000
-    with pytest.raises(DataError, match="cannot hold the 200 protected"):
-        kept_token_ids(order, 1000, 0.1, num_protected=200)
+def test_tsv_is_read_by_pandas_with_defaults(tmp_path):
+    pd = pytest.importorskip("pandas")
+    path, tokens, counts, order = awkward_table(tmp_path)
+    df = pd.read_csv(path, sep="\t")
+    assert list(df.columns) == list(TSV_HEADER) and len(df) == len(tokens)
+    assert df["id"].tolist() == list(range(len(tokens))) and df["count"].tolist() == counts.tolist()
+    assert df["rank"].tolist() == np.argsort(order).tolist()
+    na = [t in PANDAS_NA for t in tokens]
+    assert df["token"].isna().tolist() == na
+    assert [t for t, missing in zip(df["token"].tolist(), na) if not missing] == [t for t in tokens if t not in PANDAS_NA]
+    assert pd.read_csv(path, sep="\t", keep_default_na=False)["token"].tolist() == tokens
 
 
-def test_tsv_round_trip_and_errors(tmp_path):
-    counts = np.array([0] * 10 + [3, 7, 7])
-    tokens = [f"t{i}" for i in range(13)]
-    order = rank_vocabulary(counts)
-    write_frequency_tsv(str(tmp_path / "f.tsv"), tokens, counts, order)
-    lines = (tmp_path / "f.tsv").read_text(encoding="utf-8").splitlines()
-    assert lines[0] == "id\ttoken\tcount\trank" and lines[11] == "10\tt10\t3\t12" and lines[12] == "11\tt11\t7\t10"
-    got_tokens, got_counts, got_order = read_frequency_tsv(str(tmp_path / "f.tsv"))
-    assert got_tokens == tokens and got_counts.tolist() == counts.tolist() and got_order.tolist() == order.tolist()
-    (tmp_path / "bad.tsv").write_text("id\ttoken\tcount\trank\n0\t[PAD]\tx\t0\n", encoding="utf-8")
-    with pytest.raises(DataError, match=r"bad\.tsv:2: id, count and rank must be integers"):
+@pytest.mark.parametrize("body,message", [
+    ("id\ttoken\tcount\trank\n0\t[PAD]\t0\t0\n", r"bad\.tsv:1: header is .* \(rerun tools/count_vocab_freq\.py\)"),
+    ("id\ttoken\tcount\trank\trole\n0\t[PAD]\tx\t0\tspecial\n", r"bad\.tsv:2: id, count and rank must be integers"),
+    ("id\ttoken\tcount\trank\trole\n0\ta\t1\t0\tordinary\n2\tb\t1\t1\tordinary\n", r"bad\.tsv:3: id 2 out of order"),
+    ("id\ttoken\tcount\trank\trole\n0\ta\t1\t0\tvip\n", r"bad\.tsv:2: role must be one of"),
+    ("id\ttoken\tcount\trank\trole\n0\ta\t1\t0\tordinary\n1\tb\t1\t0\tordinary\n", r"bad\.tsv: the rank column"),
+    ("id\ttoken\tcount\trank\trole\n0\ta\t1\t0\tordinary\n1\tb\t1\t1\tspecial\n",
+     r"bad\.tsv: the special and protected tokens must take the first 1 ranks"),
+    ("id\ttoken\tcount\trank\trole\n", r"bad\.tsv: the table has no rows"),
+])
+def test_tsv_errors_name_file_and_line(tmp_path, body, message):
+    (tmp_path / "bad.tsv").write_text(body, encoding="utf-8")
+    with pytest.raises(DataError, match=message):
         read_frequency_tsv(str(tmp_path / "bad.tsv"))
+
+
+def test_tsv_writer_refuses_protected_tokens_ranked_late(tmp_path):
+    counts = np.array([5, 1, 9])
+    with pytest.raises(DataError, match="must take the first 1 ranks"):
+        write_frequency_tsv(str(tmp_path / "f.tsv"), ["a", "b", "c"], counts, rank_vocabulary(counts), special_ids=[1])
+    assert not (tmp_path / "f.tsv").exists()
 
 
 def test_ids_outside_the_vocabulary_and_mismatched_datasets(tmp_path):

@@ -1,4 +1,5 @@
 """The tools run as scripts (`python tools/NAME.py ...`): outputs, messages and exit codes."""
+import csv
 import json
 import os
 import subprocess
@@ -51,8 +52,10 @@ def test_preprocess_then_count_cli(tmp_path, tokenizer_model):
                 "--chunk-tokens", 5000)
     assert done.returncode == 0, done.stderr
     assert "M tokens/s" in done.stdout and "counting" in done.stderr
-    rows = [line.split("\t") for line in (tmp_path / "freq.tsv").read_text(encoding="utf-8").splitlines()]
-    assert rows[0] == ["id", "token", "count", "rank"] and len(rows) == tok.vocab_size + 1
+    with open(tmp_path / "freq.tsv", encoding="utf-8", newline="") as f:
+        rows = list(csv.reader(f, dialect="excel-tab"))
+    assert rows[0] == ["id", "token", "count", "rank", "role"] and len(rows) == tok.vocab_size + 1
+    assert [r[4] for r in rows[1:12]] == ["special"] * 10 + ["ordinary"] and rows[701][4] == "protected"
     expected = Counter(t for text in texts for t in tok.encode(text))
     assert [int(r[2]) for r in rows[1:]] == [expected.get(i, 0) for i in range(tok.vocab_size)]
     assert [r[1] for r in rows[1:]] == tok.tokens()
