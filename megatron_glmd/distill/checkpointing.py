@@ -21,7 +21,7 @@ from typing import Any, Dict, Optional
 import torch
 import torch.distributed as dist
 
-from ..config import ConfigError, ModelConfig
+from ..config import ConfigError
 from ..parallel.random import get_rng_tracker
 
 LATEST = "latest"
@@ -127,26 +127,6 @@ def saved_run_config(save_dir: str):
     if not os.path.exists(path):
         raise ConfigError(f"{path} is missing: {save_dir} is not a megatron-glmd checkpoint directory")
     return load_run_config(path)
-
-
-def check_compatible(saved, current, save_dir: str, what: str) -> None:
-    """Raise ConfigError naming the first field in which a saved run cannot be loaded into this one."""
-    path = os.path.join(save_dir, CONFIG)
-    checks = [("parallel.tp", saved.parallel.tp, current.parallel.tp)]
-    if what == "resume":
-        checks.append(("parallel.pp", saved.parallel.pp, current.parallel.pp))
-    for name, old, new in checks:
-        if old != new:
-            raise ConfigError(f"{path}: {what} checkpoint has {name}={old}, this run has {name}={new}")
-
-
-def check_same_model(saved: ModelConfig, current: ModelConfig, path: str, what: str) -> None:
-    shape_fields = ("num_layers", "hidden_size", "num_attention_heads", "vocab_size", "ffn_size",
-                    "max_sequence_length")
-    for name in shape_fields:
-        old, new = getattr(saved, name), getattr(current, name)
-        if old != new:
-            raise ConfigError(f"{path}: {what} model has {name}={old}, this run expects {name}={new}")
 
 
 def load_stage_weights(module: torch.nn.Module, save_dir: str, prefix: str, tp_rank: int) -> None:

@@ -66,3 +66,24 @@ def deepspeed_config(cfg: RunConfig, dp: int) -> dict:
         "steps_per_print": 2**31 - 1,
         "wall_clock_breakdown": False,
     }
+
+
+def build_engine(cfg: RunConfig, pipe, trained_modules, ds_config: dict):
+    """``deepspeed.initialize`` over the pipeline module with the run's optimizer and schedule.
+
+    Only ``trained_modules`` (the student's stage, the intermediate-loss projections) reach the
+    optimizer; the co-located teacher is not a registered module and is never seen by DeepSpeed.
+    """
+    import deepspeed
+
+    from .optim import build_optimizer, build_scheduler, param_groups
+
+    optimizer = build_optimizer(param_groups(trained_modules, cfg.optimizer.weight_decay), cfg.optimizer)
+    engine, _, _, _ = deepspeed.initialize(model=pipe, optimizer=optimizer, config=ds_config,
+                                           lr_scheduler=build_scheduler(cfg.optimizer, cfg.train.iterations))
+    return engine
+
+
+def engine_device() -> torch.device:
+    """The device of this rank's model and of every tensor its collectives see."""
+    return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")

@@ -1,8 +1,9 @@
-"""Throughput and model-FLOPs-utilisation estimates for logging."""
+"""Run metrics and where they go: throughput, MFU, peak memory; the console, progress bar and TensorBoard."""
 from __future__ import annotations
 
 import resource
-from typing import Optional
+import sys
+from typing import Callable, Dict, Optional
 
 import torch
 
@@ -44,3 +45,56 @@ def memory_gib() -> float:
     if torch.cuda.is_available():
         return torch.cuda.max_memory_allocated() / 2**30
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # kB on Linux
+
+
+def throughput(iterations: int, seconds: float, tokens_per_iteration: int, seq_length: int, flops_per_token: float,
+               world_size: int, peak_tflops: Optional[float]) -> Dict[str, float]:
+    """Tokens and samples per second, achieved TFLOP/s per device, peak memory and (with a peak) MFU."""
+    tokens_per_s = iterations * tokens_per_iteration / max(seconds, 1e-9)
+    tflops = tokens_per_s * flops_per_token / world_size / 1e12
+    out = {"tokens_per_s": tokens_per_s, "samples_per_s": tokens_per_s / seq_length,
+           "tflops_per_device": tflops, "memory_gib": memory_gib()}
+    if peak_tflops:
+        out["mfu"] = tflops / peak_tflops
+    return out
+
+
+class RunLogger:
+    """Where a run's records go, on global rank 0 only: the console (or above a progress bar) and
+    TensorBoard. Records are flat ``{name: number}`` dicts with an ``iteration``."""
+
+    def __init__(self, log: Callable[[str], None], is_rank0: bool, tensorboard_dir: Optional[str] = None):
+        self.is_rank0 = is_rank0
+        self.log = log if is_rank0 else (lambda *a, **k: None)
+        self.bar = None
+        self.writer = None
+        if tensorboard_dir and is_rank0:
+            from torch.utils.tensorboard import SummaryWriter
+            self.writer = SummaryWriter(tensorboard_dir)
+
+    def open_progress(self, total: int, initial: int, desc: str) -> None:
+        """A progress bar on an interactive terminal (never in a batch job's log file)."""
+        if self.is_rank0 and sys.stderr.isatty():
+            from tqdm import tqdm
+            self.bar = tqdm(total=total, initial=initial, desc=desc, unit="it", dynamic_ncols=True)
+
+    def advance(self, record: Dict[str, float]) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}")
+
+    def close_progress(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+    def record(self, record: Dict[str, float]) -> None:
+        if not self.is_rank0:
+            return
+        text = " | ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items())
+        (self.bar.write if self.bar is not None else self.log)(text)
+        if self.writer is not None:
+            for k, v in record.items():
+                if k != "iteration":
+                    self.writer.add_scalar(k, v, record["iteration"])
+            self.writer.flush()

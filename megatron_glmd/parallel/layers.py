@@ -90,15 +90,17 @@ class VocabParallelEmbedding(nn.Module):
         self.tp_group = tp_group
         self.num_embeddings = num_embeddings
         tp = group_size(tp_group)
-        self.vocab_start, self.vocab_end = vocab_shard_range(num_embeddings, group_rank(tp_group), tp)
+        # Global ids [first_id, stop_id) of this rank's rows. (``vocab_end`` elsewhere is a count of
+        # real columns in a logits shard, never a global id.)
+        self.first_id, self.stop_id = vocab_shard_range(num_embeddings, group_rank(tp_group), tp)
         self.weight = mark_parameter(_empty(num_embeddings // tp, embedding_dim, dtype=dtype, device=device),
                                      ("normal", init_std), shard_dim=0, tp_group=tp_group)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         if group_size(self.tp_group) == 1:
             return F.embedding(ids, self.weight)
-        outside = (ids < self.vocab_start) | (ids >= self.vocab_end)
-        local = (ids - self.vocab_start).masked_fill(outside, 0)
+        outside = (ids < self.first_id) | (ids >= self.stop_id)
+        local = (ids - self.first_id).masked_fill(outside, 0)
         out = F.embedding(local, self.weight).masked_fill(outside.unsqueeze(-1), 0.0)
         return reduce_from_tp(out, self.tp_group)
 

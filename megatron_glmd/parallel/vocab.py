@@ -9,7 +9,7 @@ __all__ = ["pad_vocab_size", "vocab_shard_range", "vocab_shard_real_columns"]
 
 
 def vocab_shard_range(padded_vocab_size: int, tp_rank: int, tp_size: int) -> Tuple[int, int]:
-    """Global ids ``[start, end)`` held by TP rank ``tp_rank`` of a padded vocabulary."""
+    """Global ids ``[start, stop)`` held by TP rank ``tp_rank`` of a padded vocabulary."""
     if padded_vocab_size % tp_size:
         raise ValueError(f"padded vocabulary {padded_vocab_size} is not divisible by TP size {tp_size}")
     shard = padded_vocab_size // tp_size
@@ -22,5 +22,5 @@ def vocab_shard_real_columns(vocab_size: int, padded_vocab_size: int, tp_rank: i
     This is the ``vocab_end`` argument of :func:`kernels.softmax_kl.softmax_kl`: columns from
     it on are padding and must be excluded from the softmax.
     """
-    start, end = vocab_shard_range(padded_vocab_size, tp_rank, tp_size)
-    return max(0, min(vocab_size, end) - start)
+    start, stop = vocab_shard_range(padded_vocab_size, tp_rank, tp_size)
+    return max(0, min(vocab_size, stop) - start)

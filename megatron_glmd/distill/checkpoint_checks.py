@@ -1,0 +1,66 @@
+"""Checks of the checkpoints a run reads, made on every rank before any process group or model exists.
+
+A distill run reads its teacher's checkpoint; any run may resume from its own ``save_dir``. Both
+must fit the run (layout, model shape, vocabulary) or the run stops with one line naming the file.
+"""
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+from ..config import ConfigError, ModelConfig, RunConfig, check_teacher_model
+from . import checkpointing as ckpt
+from .intermediate import stage_pairs
+
+
+def check_compatible(saved: RunConfig, current: RunConfig, save_dir: str, what: str) -> None:
+    """Raise ConfigError naming the first layout field in which a saved run cannot be loaded into this one."""
+    path = os.path.join(save_dir, ckpt.CONFIG)
+    checks = [("parallel.tp", saved.parallel.tp, current.parallel.tp)]
+    if what == "resume":
+        checks.append(("parallel.pp", saved.parallel.pp, current.parallel.pp))
+    for name, old, new in checks:
+        if old != new:
+            raise ConfigError(f"{path}: {what} checkpoint has {name}={old}, this run has {name}={new}: "
+                              f"convert it with tools/reshard_checkpoint.py --tp {current.parallel.tp} "
+                              f"--pp {current.parallel.pp}")
+
+
+def check_same_model(saved: ModelConfig, current: ModelConfig, path: str, what: str) -> None:
+    for name in ("num_layers", "hidden_size", "num_attention_heads", "vocab_size", "ffn_size", "max_sequence_length"):
+        old, new = getattr(saved, name), getattr(current, name)
+        if old != new:
+            raise ConfigError(f"{path}: {what} model has {name}={old}, this run expects {name}={new}")
+
+
+def teacher_model_config(cfg: RunConfig) -> ModelConfig:
+    """The teacher's shape from its checkpoint, built as the run uses it: in the run's precision (it is
+    never trained) and without dropout or recompute (it runs in eval mode, forward only)."""
+    saved = ckpt.saved_run_config(cfg.teacher_checkpoint)
+    path = os.path.join(cfg.teacher_checkpoint, ckpt.CONFIG)
+    check_compatible(saved, cfg, cfg.teacher_checkpoint, "teacher")
+    teacher = saved.model.replace(dtype=cfg.train.precision, hidden_dropout=0.0, attention_dropout=0.0,
+                                  checkpoint_activations=False)
+    check_teacher_model(cfg.model, teacher, cfg.parallel.tp, cfg.parallel.pp, path)
+    if ckpt.latest_tag(cfg.teacher_checkpoint) is None:
+        raise ConfigError(f"teacher_checkpoint {cfg.teacher_checkpoint} has no '{ckpt.LATEST}' file: "
+                          "no complete checkpoint to load")
+    return teacher
+
+
+def check_run_checkpoints(cfg: RunConfig) -> Optional[ModelConfig]:
+    """Check the teacher (distill) and resume checkpoints of a run; returns the teacher's config."""
+    teacher = None
+    if cfg.mode == "distill":
+        teacher = teacher_model_config(cfg)
+        if cfg.loss.intermediate_weight > 0:
+            for k in range(cfg.parallel.pp):
+                stage_pairs(cfg.model, teacher, cfg.parallel.pp, k)
+    elif cfg.loss.intermediate_weight > 0:
+        raise ConfigError("loss.intermediate_weight needs mode 'distill' (it compares with a teacher)")
+    save_dir = cfg.checkpoint.save_dir
+    if save_dir and cfg.checkpoint.resume and os.path.isdir(save_dir) and ckpt.latest_tag(save_dir):
+        saved = ckpt.saved_run_config(save_dir)
+        check_compatible(saved, cfg, save_dir, "resume")
+        check_same_model(saved.model, cfg.model, os.path.join(save_dir, ckpt.CONFIG), "resume")
+    return teacher
