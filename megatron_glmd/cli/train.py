@@ -4,6 +4,10 @@
 
 Run one process per device (torchrun, ``deepspeed``, or srun with RANK/WORLD_SIZE/LOCAL_RANK/
 MASTER_ADDR/MASTER_PORT set, as ``launch/`` does); a single process needs nothing set.
+
+Exit status: 0 the run finished (then the held-out evaluation runs); 75 (EX_TEMPFAIL) it stopped
+early on SIGUSR1/SIGTERM after saving a checkpoint, so running the same command again resumes it
+(the Slurm script requeues on exactly this status); 2 bad input, before any work; other: a failure.
 """
 from __future__ import annotations
 
@@ -11,6 +15,8 @@ import argparse
 import sys
 
 from ..config import ConfigError
+
+EXIT_STOPPED_EARLY = 75   # sysexits.h EX_TEMPFAIL: "try again later" -- resume
 
 
 def main(argv=None) -> int:
@@ -33,6 +39,10 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     trainer.train()
+    if trainer.stopped_early:
+        trainer.log(f"stopped early at iteration {trainer.iteration} by a signal, after saving: run the same "
+                    f"command to resume (exit status {EXIT_STOPPED_EARLY})")
+        return EXIT_STOPPED_EARLY
     if valid_data is not None:
         metrics = trainer.evaluate()
         trainer.log("held-out: " + " | ".join(f"{k} {v:.4f}" for k, v in metrics.items()))

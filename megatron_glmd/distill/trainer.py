@@ -129,7 +129,8 @@ class Trainer:
     def _install_stop_handlers(self) -> None:
         """SIGUSR1/SIGTERM (Slurm's warning before the time limit, or a scancel) ask for a save and a
         clean stop at the next iteration boundary."""
-        self.stop_signal = 0
+        self.stop_signal = 0          # the signal this rank received
+        self.stopped_early = False    # True on every rank once any rank received one
         if threading.current_thread() is not threading.main_thread():
             return
 
@@ -149,7 +150,8 @@ class Trainer:
     def train(self) -> List[Dict[str, float]]:
         """Run to ``train.iterations``; returns the per-iteration log records of this call.
 
-        A stop signal ends the loop early after saving a checkpoint (when a save_dir is set)."""
+        A stop signal ends the loop early after saving a checkpoint (when a save_dir is set) and sets
+        ``stopped_early`` on every rank."""
         cfg = self.cfg
         self._install_stop_handlers()
         history = []
@@ -178,6 +180,7 @@ class Trainer:
                     self.iteration % cfg.checkpoint.save_interval == 0:
                 self.save()
             if self._stop_requested():
+                self.stopped_early = True
                 self.logger.record({"iteration": self.iteration, "stopped_by_signal": float(self.stop_signal)})
                 break
         self.logger.close_progress()

@@ -15,23 +15,23 @@ def _train_and_signal_after(rank, world, save_dir, iterations, signal_after):
 
     def step_then_signal():
         out = step()
-        if trainer.iteration == signal_after:
+        if trainer.iteration == signal_after and rank == 0:  # one rank's signal stops every rank
             os.kill(os.getpid(), signal.SIGUSR1)  # what Slurm sends before the time limit
         return out
 
     trainer.train_step = step_then_signal
     records = trainer.train()
-    return start, trainer.iteration, [r["iteration"] for r in records]
+    return start, trainer.iteration, [r["iteration"] for r in records], trainer.stopped_early
 
 
 def test_signal_saves_and_stops_then_a_longer_run_resumes(tmp_path):
     save_dir = str(tmp_path / "run")
-    start, end, iterations = run_distributed(2, _train_and_signal_after, save_dir, 6, 2)[0]
-    assert (start, end, iterations) == (0, 2, [1, 2])
+    for result in run_distributed(2, _train_and_signal_after, save_dir, 6, 2):
+        assert result == (0, 2, [1, 2], True)
     assert ckpt.latest_tag(save_dir) == "iter_0000002"
     # Extending the run (train.iterations 6 -> 8) changes the training set's length: it resumes anyway.
-    start, end, iterations = run_distributed(2, _train_and_signal_after, save_dir, 8, -1)[0]
-    assert (start, end, iterations) == (2, 8, [3, 4, 5, 6, 7, 8])
+    for result in run_distributed(2, _train_and_signal_after, save_dir, 8, -1):
+        assert result == (2, 8, [3, 4, 5, 6, 7, 8], False)
     assert ckpt.latest_tag(save_dir) == "iter_0000008"
 
 
