@@ -28,7 +28,8 @@ setup(
         "pyyaml>=6.0",
         "tqdm>=4.60",
         "sentencepiece>=0.1.99",
-        "safetensors>=0.4",   # the vocabulary-compression artifact's tensors
+        "safetensors>=0.4",   # the vocabulary-compression artifact's tensors; hub-layout checkpoints
+        "tokenizers>=0.15",   # GLM's GPT-2 BPE vocabulary
         "triton>=2.1; platform_system == 'Linux'",
     ],
     extras_require={
