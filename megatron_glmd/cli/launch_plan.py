@@ -209,7 +209,7 @@ def build_plan(cfg, *, nodes: int, gpus_per_node: int, teacher: Optional[ModelCo
     fp32 master + Adam over DP); in fp32 runs the weights are their own master copy.
     """
     from ..config import ConfigError
-    from ..distill.metrics import training_flops_per_token
+    from ..model.flops import training_flops_per_token
     from ..distill.engine import deepspeed_config
     from ..model.activation_memory import student_activation_bytes, teacher_forward_bytes
     from ..model.glm import stage_layer_range

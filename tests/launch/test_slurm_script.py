@@ -97,7 +97,7 @@ def test_memory_per_gpu_matches_independent_computation_and_fits(dry_run):
 
 
 def test_modelled_cost(dry_run):
-    from megatron_glmd.distill.metrics import training_flops_per_token
+    from megatron_glmd.model.flops import training_flops_per_token
 
     tokens = 150_000 * GLOBAL_BATCH * SEQ
     flops = tokens * training_flops_per_token(preset("glm-2b"), preset("glm-10b"), SEQ, recompute=True)
