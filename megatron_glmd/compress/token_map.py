@@ -117,10 +117,11 @@ def map_tokens(embedding: torch.Tensor, kept_ids, *, mapping: str = "inner", spe
     device = torch.device(device) if device is not None else default_device()
     dtype = torch.float64 if embedding.dtype == torch.float64 else torch.float32
     targets = _prepare(embedding[candidates].to(device=device, dtype=dtype), mapping)
-    targets_t = targets.t()
     # euclidean: score = 2<x, c> - |c|^2, one addmm into the buffer with the bias row broadcast.
     bias = -(targets * targets).sum(dim=1) if mapping == "euclidean" else None
-    rows = chunk_rows or chunk_rows_for(candidates.numel(), targets.element_size(), max_chunk_bytes)
+    targets_t = targets.t().contiguous()   # [h, candidates]: BLAS's fast layout on the CPU
+    del targets
+    rows = chunk_rows or chunk_rows_for(candidates.numel(), targets_t.element_size(), max_chunk_bytes)
     rows = min(rows, dropped.numel())
     buffer = torch.empty(rows, candidates.numel(), dtype=dtype, device=device)
     candidates_dev = candidates.to(device)

@@ -42,6 +42,7 @@ class ModelConfig:
     vocab_size: int                      # real vocabulary; padded per TP size by padded_vocab_size()
     max_sequence_length: int = 512
     ffn_hidden_size: Optional[int] = None  # default 4 * hidden_size
+    embedding_size: Optional[int] = None   # E: factorised word embedding v×E then E×h ("+al"); None: v×h
     hidden_dropout: float = 0.1
     attention_dropout: float = 0.1
     layernorm_epsilon: float = 1e-5
@@ -76,6 +77,8 @@ class ModelConfig:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
         if self.ffn_hidden_size is not None and self.ffn_hidden_size <= 0:
             raise ConfigError(f"ffn_hidden_size must be positive, got {self.ffn_hidden_size}")
+        if self.embedding_size is not None and self.embedding_size <= 0:
+            raise ConfigError(f"embedding_size must be positive, got {self.embedding_size}")
         for name in ("hidden_dropout", "attention_dropout"):
             value = getattr(self, name)
             if not 0.0 <= value < 1.0:

@@ -6,10 +6,16 @@ to the word embedding (on a multi-stage pipeline the last stage holds its own co
 embedding, initialised identically; the training pipeline sums the two copies' gradients over the
 grid's embedding group). The output is vocab-parallel logits ``[b, s, V_padded / TP]``, never
 gathered.
+
+With ``embedding_size`` E set ("+al", docs/design.md, "Vocabulary compression") the word
+embedding is factorised ALBERT-style: a vocab-parallel ``V × E`` table, then a replicated ``E → h``
+projection (no bias); the tied output layer runs through the same two factors, ``h → E`` by the
+projection's transpose and then ``E → V/TP`` by the table. The projection is replicated rather
+than split: it is small (E·h), and replicated it costs no communication in either direction.
 """
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 import torch.distributed as dist
@@ -56,8 +62,12 @@ class GLMStage(nn.Module):
         self.padded_vocab_size = config.padded_vocab_size(group_size(tp_group))
 
         if self.is_first or self.is_last:
-            self.word_embeddings = VocabParallelEmbedding(self.padded_vocab_size, h, init_std=config.init_std,
+            width = config.embedding_size or h
+            self.word_embeddings = VocabParallelEmbedding(self.padded_vocab_size, width, init_std=config.init_std,
                                                           tp_group=tp_group, dtype=dtype, device=device)
+            if config.embedding_size:
+                self.embedding_projection = nn.Linear(width, h, bias=False, dtype=dtype, device=device)
+                mark_parameter(self.embedding_projection.weight, ("normal", config.init_std))
         if self.is_first:
             rows = config.max_sequence_length + 1
             self.position_embeddings = nn.Embedding(rows, h, dtype=dtype, device=device)
@@ -75,17 +85,32 @@ class GLMStage(nn.Module):
         initialize_parameters(self.named_parameters(), seed)
         return self
 
+    def tied_embedding_parameters(self) -> List[nn.Parameter]:
+        """The parameters that the first and the last stage both hold (the word embedding and, when
+        factorised, its projection): a pipeline sums their gradients over the embedding group."""
+        if not hasattr(self, "word_embeddings"):
+            return []
+        tied = [self.word_embeddings.weight]
+        if self.config.embedding_size:
+            tied.append(self.embedding_projection.weight)
+        return tied
+
     def embed(self, input_ids: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
         """Word + position + block-position embeddings; ``position_ids`` is ``[b, 2, s]``."""
         if position_ids.dim() != 3 or position_ids.shape[1] != 2:
             raise ValueError(f"position_ids must be [batch, 2, seq], got {tuple(position_ids.shape)}")
-        hidden = (self.word_embeddings(input_ids) + self.position_embeddings(position_ids[:, 0])
+        words = self.word_embeddings(input_ids)
+        if self.config.embedding_size:
+            words = self.embedding_projection(words)
+        hidden = (words + self.position_embeddings(position_ids[:, 0])
                   + self.block_position_embeddings(position_ids[:, 1]))
         return self.embedding_dropout(hidden)
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Final LayerNorm and the tied output layer: vocab-parallel logits ``[b, s, V/TP]``."""
         hidden = self.final_layernorm(hidden)
+        if self.config.embedding_size:
+            hidden = F.linear(hidden, self.embedding_projection.weight.t())   # h -> E through the tied factor
         return F.linear(copy_to_tp(hidden, self.tp_group), self.word_embeddings.weight)
 
     def forward(self, inputs: torch.Tensor, position_ids: Optional[torch.Tensor], sep: torch.Tensor,
