@@ -1,14 +1,20 @@
 """glmd-model-info: parameter counts and weight/optimizer memory of a GLM layout.
 
-    glmd-model-info --preset glm-10b --tp 8 --pp 2 --dp 2
+    glmd-model-info --preset glm-10b --tp 8 --pp 2 --dp 2 [--seq-length 512] [--recompute]
     glmd-model-info --config my_model.yaml --tp 2
+
+Stages hold the layers the pretraining engine gives them: balanced by FLOPs
+(:func:`megatron_glmd.model.partition.partition_layers`, the model alone, at ``--seq-length`` and
+with or without per-layer recompute), so the rows match what a ``pretrain`` run builds.
 """
 from __future__ import annotations
 
 import argparse
 import sys
+from typing import Optional
 
 from ..config import PRESETS, ConfigError, load_config, preset
+from ..model.partition import partition_layers
 from ..model.size import GiB, total_parameter_count, training_memory
 
 
@@ -20,11 +26,18 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--tp", type=int, default=1, help="tensor-parallel size (default 1)")
     p.add_argument("--pp", type=int, default=1, help="pipeline-parallel size (default 1)")
     p.add_argument("--dp", type=int, default=1, help="data-parallel size for ZeRO-1 sharding (default 1)")
+    p.add_argument("--seq-length", type=int, help="sequence length the layers are balanced for "
+                                                  "(default the model's max_sequence_length)")
+    p.add_argument("--recompute", action="store_true", help="balance for per-layer activation recompute")
     return p
 
 
-def report(config, name: str, tp: int, pp: int, dp: int) -> str:
-    stages = training_memory(config, tp, pp, dp)
+def report(config, name: str, tp: int, pp: int, dp: int, seq_length: Optional[int] = None,
+           recompute: bool = False) -> str:
+    config.validate(tp_size=tp, pp_size=pp)
+    seq = seq_length or config.max_sequence_length
+    ranges = [p.student for p in partition_layers(config, None, pp, seq_length=seq, recompute=recompute, tp=tp)]
+    stages = training_memory(config, tp, pp, dp, ranges)
     total = total_parameter_count(config)
     lines = [
         f"model {name}: {config.num_layers} layers, hidden {config.hidden_size}, "
@@ -32,7 +45,8 @@ def report(config, name: str, tp: int, pp: int, dp: int) -> str:
         f"(padded {config.padded_vocab_size(tp)} at TP={tp}), {config.max_sequence_length} positions",
         f"total parameters: {total:,} ({total / 1e9:.2f} B)",
         f"layout: TP={tp} PP={pp} DP={dp} ({tp * pp * dp} GPUs); memory per GPU for bf16 weights and grads, "
-        f"fp32 master weights + Adam states sharded by ZeRO-1 over DP={dp} (activations not included)",
+        f"fp32 master weights + Adam states sharded by ZeRO-1 over DP={dp} (activations not included); "
+        f"layers balanced by FLOPs at seq {seq}, recompute {'on' if recompute else 'off'}",
         f"{'stage':>5} {'layers':>9} {'tp_rank':>7} {'params':>15} {'weights GiB':>11} {'grads GiB':>9} "
         f"{'optim GiB':>9} {'total GiB':>9}",
     ]
@@ -48,7 +62,7 @@ def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     try:
         config = load_config(args.config) if args.config else preset(args.preset)
-        print(report(config, args.config or args.preset, args.tp, args.pp, args.dp))
+        print(report(config, args.config or args.preset, args.tp, args.pp, args.dp, args.seq_length, args.recompute))
     except (ConfigError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -1,4 +1,4 @@
-"""DeepSpeed set-up of a run: the process group, the DeepSpeed configuration, the pipeline's items.
+"""DeepSpeed set-up of a run: the process group, the engine, the pipeline's items.
 
 Every collective of the engine runs on the process group joined here: NCCL on GPUs, gloo on the
 CPU. NCCL serves CUDA tensors only, so everything a collective sees is created on the engine's
@@ -45,27 +45,6 @@ def init_distributed() -> None:
     if torch.cuda.is_available():
         torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
     deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo")
-
-
-def deepspeed_config(cfg: RunConfig, dp: int) -> dict:
-    """The DeepSpeed configuration of a run at data-parallel size ``dp`` (the launch planner prints it)."""
-    t = cfg.train
-    return {
-        "train_batch_size": t.global_batch_size,
-        "train_micro_batch_size_per_gpu": t.micro_batch_size,
-        "gradient_accumulation_steps": t.accumulation_steps(dp),
-        "gradient_clipping": cfg.optimizer.clip_grad,
-        "zero_optimization": {"stage": 1},
-        "zero_allow_untested_optimizer": True,
-        "bf16": {"enabled": t.precision == "bf16"},
-        # Accumulate bf16 micro-batch gradients in fp32 (32 bf16 additions lose too many bits)...
-        "data_types": {"grad_accum_dtype": "fp32" if t.precision == "bf16" else None},
-        # ...and reduce them over DP in fp32 too: DeepSpeed's default is the model's dtype.
-        "communication_data_type": "fp32",
-        "fp16": {"enabled": t.precision == "fp16", "loss_scale": 0, "initial_scale_power": 16},
-        "steps_per_print": 2**31 - 1,
-        "wall_clock_breakdown": False,
-    }
 
 
 def build_engine(cfg: RunConfig, pipe, trained_modules, ds_config: dict):

@@ -18,6 +18,7 @@ import torch
 import torch.distributed as dist
 
 from ..config import ConfigError, RunConfig
+from ..config.deepspeed import deepspeed_config
 from ..data.loader import DataParallelLoader
 from ..model.flops import training_flops_per_token
 from ..parallel.grid import ParallelGrid
@@ -25,7 +26,7 @@ from ..parallel.layers import initialize_parameters
 from ..parallel.random import model_parallel_seed
 from . import checkpointing as ckpt
 from .checkpoint_checks import check_run_checkpoints
-from .engine import build_engine, deepspeed_config, engine_device, init_distributed, pipeline_item
+from .engine import build_engine, engine_device, init_distributed, pipeline_item
 from .metrics import RunLogger, default_peak_tflops, throughput
 from .objective import EVAL_FIELDS, Objective
 from .pipeline import build_pipeline

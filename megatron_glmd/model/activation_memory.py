@@ -33,7 +33,7 @@ buffers counted above): the peak inside one layer's forward::
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Tuple
 
 from ..config import ModelConfig
 from .glm import stage_layer_range
@@ -54,13 +54,15 @@ def in_flight_micro_batches(pp: int, pp_rank: int, num_micro_batches: int) -> in
 
 def student_activation_bytes(config: ModelConfig, seq: int, micro_batch: int, tp: int, pp: int, pp_rank: int,
                              num_micro_batches: int, checkpoint: bool,
-                             teacher_hidden: Optional[int] = None) -> float:
+                             teacher_hidden: Optional[int] = None,
+                             layer_range: Optional[Tuple[int, int]] = None) -> float:
     """Peak student activations of one GPU of stage ``pp_rank`` (formula in the module docstring).
 
     ``teacher_hidden``: the co-located teacher's hidden size, whose state shares the pipeline buffers.
+    ``layer_range``: the stage's student layers (default the even split of ``stage_layer_range``).
     """
     s, b, h = seq, micro_batch, config.hidden_size
-    start, end = stage_layer_range(config.num_layers, pp, pp_rank)
+    start, end = layer_range or stage_layer_range(config.num_layers, pp, pp_rank)
     a_layer = layer_activation_bytes(config, seq, micro_batch, tp)
     per_layer = BYTES_16BIT * s * b * h if checkpoint else a_layer
     boundary = BYTES_16BIT * s * b * h + 2 * BYTES_16BIT * s * b * (teacher_hidden or 0)

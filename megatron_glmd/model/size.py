@@ -6,7 +6,7 @@ against built models), so large presets can be sized without allocating them.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List
+from typing import List, Optional, Sequence, Tuple
 
 from ..config import ModelConfig
 from .glm import stage_layer_range
@@ -26,10 +26,15 @@ def layer_parameter_count(config: ModelConfig, tp_size: int = 1) -> int:
     return qkv + dense + mlp + layernorms
 
 
-def stage_parameter_count(config: ModelConfig, tp_size: int, pp_size: int, pp_rank: int) -> int:
-    """Parameters held by one TP rank of pipeline stage ``pp_rank`` (every TP rank holds the same)."""
+def stage_parameter_count(config: ModelConfig, tp_size: int, pp_size: int, pp_rank: int,
+                          layer_range: Optional[Tuple[int, int]] = None) -> int:
+    """Parameters held by one TP rank of pipeline stage ``pp_rank`` (every TP rank holds the same).
+
+    ``layer_range``: the stage's layers ``[start, end)`` (e.g. from :mod:`.partition`); default the
+    even split of :func:`~.glm.stage_layer_range`.
+    """
     h = config.hidden_size
-    start, end = stage_layer_range(config.num_layers, pp_size, pp_rank)
+    start, end = layer_range or stage_layer_range(config.num_layers, pp_size, pp_rank)
     count = (end - start) * layer_parameter_count(config, tp_size)
     word_embeddings = config.padded_vocab_size(tp_size) // tp_size * h
     if pp_rank == 0:
@@ -58,18 +63,24 @@ class StageMemory:
         return self.weights_bytes + self.grads_bytes + self.optimizer_bytes
 
 
-def training_memory(config: ModelConfig, tp_size: int, pp_size: int, dp_size: int) -> List[StageMemory]:
+def training_memory(config: ModelConfig, tp_size: int, pp_size: int, dp_size: int,
+                    layer_ranges: Optional[Sequence[Tuple[int, int]]] = None) -> List[StageMemory]:
     """Per-GPU bytes of bf16 weights and gradients and ZeRO-1-sharded fp32 master + Adam states.
 
-    Activations are not included: they depend on micro-batch, sequence and recompute settings.
+    ``layer_ranges``: each stage's layers (default the even split). Activations are not included:
+    they depend on micro-batch, sequence and recompute settings.
     """
     config.validate(tp_size=tp_size, pp_size=pp_size)
     if dp_size < 1:
         raise ValueError(f"dp_size must be >= 1, got {dp_size}")
+    if layer_ranges is not None and len(layer_ranges) != pp_size:
+        raise ValueError(f"{len(layer_ranges)} layer ranges for {pp_size} pipeline stages")
     stages = []
     for k in range(pp_size):
-        n = stage_parameter_count(config, tp_size, pp_size, k)
-        stages.append(StageMemory(pp_rank=k, layers=stage_layer_range(config.num_layers, pp_size, k), params=n,
+        layers = (tuple(layer_ranges[k]) if layer_ranges is not None
+                  else stage_layer_range(config.num_layers, pp_size, k))
+        n = stage_parameter_count(config, tp_size, pp_size, k, layers)
+        stages.append(StageMemory(pp_rank=k, layers=layers, params=n,
                                   weights_bytes=n * BYTES_BF16_WEIGHT, grads_bytes=n * BYTES_BF16_GRAD,
                                   optimizer_bytes=-(-n * BYTES_FP32_MASTER_AND_ADAM // dp_size)))
     return stages
