@@ -29,10 +29,11 @@ stage (the intermediate-layer loss) restrict where a teacher range may end.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from ..config import ConfigError, ModelConfig
+from ..config import ConfigError, ModelConfig, RunConfig
 from .flops import last_stage_extra_flops, layer_forward_flops, stage_flops, student_layer_training_flops
 
 Range = Tuple[int, int]
@@ -56,16 +57,39 @@ def partition_layers(student: ModelConfig, teacher: Optional[ModelConfig], pp: i
     of the logits. Raises ConfigError when ``pp`` exceeds a model's layers or ``pairs`` cannot share
     stages.
     """
+    return list(_partition(student, teacher, pp, seq_length, recompute, tp, tuple(pairs) if pairs else None))
+
+
+def run_partition(cfg: RunConfig, teacher: Optional[ModelConfig]) -> List[StageLayers]:
+    """The partition of a run, what the engine builds and the planner prints: the run's student,
+    ``parallel.pp`` and ``parallel.tp``, ``data.seq_length``, ``train.checkpoint_activations``, and,
+    when ``loss.intermediate_weight`` > 0, every :func:`uniform_layer_pairs` pair kept on one stage.
+    ``teacher`` None (pretraining) partitions the student alone."""
+    pairs = None
+    if teacher is not None and cfg.loss.intermediate_weight > 0:
+        pairs = uniform_layer_pairs(cfg.model.num_layers, teacher.num_layers)
+    return partition_layers(cfg.model, teacher, cfg.parallel.pp, seq_length=cfg.data.seq_length,
+                            recompute=cfg.train.checkpoint_activations, tp=cfg.parallel.tp, pairs=pairs)
+
+
+def uniform_layer_pairs(student_layers: int, teacher_layers: int) -> List[Tuple[int, int]]:
+    """Student layer k and teacher layer ``(k + 1)·L_t // L_s − 1`` (the intermediate-layer loss's map)."""
+    return [(k, max((k + 1) * teacher_layers // student_layers - 1, 0)) for k in range(student_layers)]
+
+
+@functools.lru_cache(maxsize=256)
+def _partition(student: ModelConfig, teacher: Optional[ModelConfig], pp: int, seq_length: int, recompute: bool,
+               tp: int, pairs: Optional[Tuple[Tuple[int, int], ...]]) -> Tuple[StageLayers, ...]:
     if pp < 1 or pp > student.num_layers:
         raise ConfigError(f"pipeline-parallel size {pp} must be in [1, student num_layers={student.num_layers}]")
     if teacher is not None and pp > teacher.num_layers:
         raise ConfigError(f"pipeline-parallel size {pp} exceeds the teacher's num_layers={teacher.num_layers}")
-    return balance_layers(
+    return tuple(balance_layers(
         student.num_layers, teacher.num_layers if teacher is not None else 0, pp,
         student_cost=student_layer_training_flops(student, seq_length, recompute),
         teacher_cost=layer_forward_flops(teacher, seq_length) if teacher is not None else 0,
         last_stage_cost=last_stage_extra_flops(student, teacher, tp), with_teacher=teacher is not None,
-        pairs=pairs)
+        pairs=pairs))
 
 
 def partition_flops(student: ModelConfig, teacher: Optional[ModelConfig], stages: Sequence[StageLayers], *,

@@ -1,5 +1,6 @@
 """The FLOP-balanced pipeline partition against brute force and hand-computed bounds."""
 import itertools
+import os
 import random
 
 import pytest
@@ -125,3 +126,23 @@ def test_refuses_more_stages_than_layers():
         partition_layers(preset("tiny-student"), None, 3, seq_length=64, recompute=False, tp=1)
     with pytest.raises(ConfigError, match="keeps every .* layer pair on one stage"):
         balance_layers(2, 2, 2, student_cost=1, teacher_cost=1, last_stage_cost=0, pairs=[(0, 1), (1, 0)])
+
+
+def test_run_partition_reads_the_run_config_and_keeps_intermediate_pairs():
+    from megatron_glmd.config import load_run_config
+    from megatron_glmd.distill.intermediate import layer_pairs
+    from megatron_glmd.model.partition import run_partition, uniform_layer_pairs
+
+    for ls, lt in ((36, 48), (4, 2), (5, 7), (12, 24)):
+        assert uniform_layer_pairs(ls, lt) == layer_pairs(ls, lt)        # one map for engine and planner
+    config = os.path.join(os.path.dirname(__file__), "..", "..", "launch", "configs", "distill_10b_2b.yaml")
+    teacher = preset("glm-10b")
+    cfg = load_run_config(config)
+    assert run_partition(cfg, teacher) == partition_layers(preset("glm-2b"), teacher, cfg.parallel.pp, seq_length=512,
+                                                           recompute=True, tp=cfg.parallel.tp)
+    with_pairs = run_partition(load_run_config(config, ["loss.intermediate_weight=1.0"]), teacher)
+    for i, j in uniform_layer_pairs(36, 48):
+        stage = next(p for p in with_pairs if p.student[0] <= i < p.student[1])
+        assert stage.teacher[0] <= j < stage.teacher[1]
+    alone = run_partition(load_run_config(config, ["mode=pretrain"]), None)
+    assert all(p.teacher is None for p in alone) and alone[-1].student[1] == 36
