@@ -2,8 +2,9 @@
 
 The model shape comes from the checkpoint's tensors (layers, hidden size, FFN width, positions),
 the head count from ``--num-attention-heads``, the hub's ``config.json`` or a preset, and the
-real vocabulary (command tokens included) from ``--vocab-size``, GLM's tokenizer files or a
-preset: GLM pads its embedding to a multiple of 128 rows, so the rows alone do not tell it. The
+real vocabulary (command tokens included) from ``--vocab-size``, GLM's tokenizer files, the
+``megatron_glmd`` entry of a ``config.json`` that :mod:`.export` wrote, or a preset: GLM pads its
+embedding to a multiple of 128 rows, so the rows alone do not tell it. The
 GeLU variant follows the source unless given: THUDM's training code (Megatron layout) uses the
 tanh approximation, the hub port the exact erf form. Tensors keep their stored precision unless
 ``dtype`` asks for another.
@@ -38,7 +39,7 @@ class ImportOptions:
     dtype: Optional[str] = None
 
 
-def _vocab_size(options: ImportOptions, preset: Dict, rows: int, where: str) -> int:
+def _vocab_size(options: ImportOptions, source_config: Dict, preset: Dict, rows: int, where: str) -> int:
     if options.vocab_size is not None:
         size, origin = options.vocab_size, "--vocab-size"
     elif options.tokenizer is not None:
@@ -48,6 +49,8 @@ def _vocab_size(options: ImportOptions, preset: Dict, rows: int, where: str) -> 
             size, origin = load_tokenizer(options.tokenizer).vocab_size, options.tokenizer
         except DataError as e:
             raise ConvertError(options.tokenizer, str(e)) from None
+    elif "vocab_size" in source_config:
+        size, origin = source_config["vocab_size"], "config.json"
     elif "vocab_size" in preset:
         size, origin = preset["vocab_size"], f"preset {options.preset}"
     else:
@@ -74,6 +77,7 @@ def glm_model_config(source: GLMSource, options: ImportOptions) -> ModelConfig:
             if name in preset and preset[name] != shape[name]:
                 raise ConvertError(where, f"checkpoint has {name}={shape[name]}, preset {options.preset} has "
                                           f"{preset[name]}: a checkpoint of another model?")
+    ours = source.hub_config.get("megatron_glmd") or {}     # written by .export
     heads = options.num_attention_heads or source.hub_config.get("num_attention_heads") or preset.get(
         "num_attention_heads")
     if not heads:
@@ -84,8 +88,14 @@ def glm_model_config(source: GLMSource, options: ImportOptions) -> ModelConfig:
         raise ConvertError(where, f"word_embeddings.weight is {first.dtype}; pass --dtype fp32|bf16|fp16")
     values = {key: shape[key] for key in ("num_layers", "hidden_size", "max_sequence_length", "ffn_hidden_size")}
     values.update(num_attention_heads=int(heads), dtype=dtype,
-                  vocab_size=_vocab_size(options, preset, shape["embedding_rows"], where),
-                  gelu=options.gelu or ("tanh" if source.format == "megatron" else "erf"))
+                  vocab_size=_vocab_size(options, ours, preset, shape["embedding_rows"], where),
+                  gelu=options.gelu or ours.get("gelu") or ("tanh" if source.format == "megatron" else "erf"))
+    if "layernorm_epsilon" in ours:
+        values["layernorm_epsilon"] = ours["layernorm_epsilon"]
+    for ours_name, hub_name in (("hidden_dropout", "output_dropout_prob"),
+                                ("attention_dropout", "attention_dropout_prob"), ("init_std", "initializer_range")):
+        if isinstance(source.hub_config.get(hub_name), (int, float)):
+            values[ours_name] = float(source.hub_config[hub_name])
     try:
         return from_dict(values).validate()
     except ConfigError as e:

@@ -206,7 +206,8 @@ def read_checkpoint(save_dir: str, tag: Optional[str] = None) -> Tuple[ModelConf
         raise ConvertError(folder, f"holds files for {extra[0]}, but config.yaml says TP={tp}, PP={pp}")
     shapes = full_shapes(config)
     # Any pipeline partition: each parameter is held by exactly one stage's files, except the tied
-    # word embedding, which the last stage of a PP > 1 run holds a copy of (equal to the first's).
+    # word embedding (and its factorisation), which the last stage of a PP > 1 run holds a copy of.
+    tied = set(stage_parameter_names(config, pp, 0)) & set(stage_parameter_names(config, pp, pp - 1))
     shards: Dict[str, List[Optional[torch.Tensor]]] = {}
     owner: Dict[str, int] = {}
     for stage in range(pp):
@@ -220,7 +221,7 @@ def read_checkpoint(save_dir: str, tag: Optional[str] = None) -> Tuple[ModelConf
                 if tuple(value.shape) != want:
                     raise ConvertError(path, f"{key} has shape {tuple(value.shape)}, expected {want}")
                 if owner.setdefault(name, stage) != stage:
-                    if name == EMBEDDING:
+                    if name in tied:
                         continue
                     raise ConvertError(path, f"{key} is also held by stage {owner[name]}'s files")
                 shards.setdefault(name, [None] * tp)[rank] = value

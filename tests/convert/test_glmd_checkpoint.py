@@ -9,6 +9,7 @@ from megatron_glmd.config import preset
 from megatron_glmd.convert import ConvertError, read_checkpoint, write_checkpoint
 from megatron_glmd.convert.glmd_checkpoint import layer_file
 from megatron_glmd.model import GLMStage
+from tests.convert.glm_reference import RunsCode
 from tests.distributed import run_distributed
 
 CONFIG = preset("tiny-teacher", vocab_size=300, max_sequence_length=32, hidden_dropout=0.0, attention_dropout=0.0)
@@ -22,14 +23,6 @@ def random_state(config=CONFIG, seed=0):
     return state
 
 
-class RunsCode:
-    """A pickle payload: unpickling it would create ``marker`` (a full unpickler runs it)."""
-
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return open, (self.marker, "w")
 
 
 def _pretrain_and_report(rank, world, tp, pp, save_dir):

@@ -1,0 +1,74 @@
+"""Export a megatron-glmd checkpoint (a trained student, or any checkpoint) in GLM's hub layout.
+
+The output folder holds ``model.safetensors`` (GLM's keys, ``[Q; K; V]`` QKV, the embedding
+zero-padded to a multiple of 128 rows as GLM pads it) and ``config.json`` (the hub port's GLM
+fields, plus a ``megatron_glmd`` entry with the real vocabulary size and the GeLU variant, so that
+:mod:`.glm_import` reads it back exactly); optionally also ``pytorch_model.bin``, the same state
+dict for ``torch.load(weights_only=True)``. The folder appears complete or not at all.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from typing import Optional
+
+import torch
+
+from .errors import ConvertError
+from .glm_layout import glmd_to_glm
+from .glmd_checkpoint import read_checkpoint
+
+HUB_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+
+
+def hub_config(config, rows: int) -> dict:
+    """``config.json`` of the hub port's GLM for ``config`` (``rows``: the padded embedding rows)."""
+    return {
+        "architectures": ["GLMModel"], "model_type": "glm", "num_layers": config.num_layers,
+        "hidden_size": config.hidden_size, "num_attention_heads": config.num_attention_heads, "vocab_size": rows,
+        "max_sequence_length": config.max_sequence_length, "embedding_dropout_prob": config.hidden_dropout,
+        "attention_dropout_prob": config.attention_dropout, "output_dropout_prob": config.hidden_dropout,
+        "block_position_encoding": True, "relative_encoding": False, "output_predict": True,
+        "parallel_output": True, "checkpoint_activations": False, "checkpoint_num_layers": 1,
+        "attention_scale": 1.0, "spell_length": None, "spell_func": "lstm", "initializer_range": config.init_std,
+        "torch_dtype": HUB_DTYPES[config.dtype],
+        "megatron_glmd": {"vocab_size": config.vocab_size, "gelu": config.gelu,
+                          "layernorm_epsilon": config.layernorm_epsilon},
+    }
+
+
+def export_checkpoint(source: str, output: str, tag: Optional[str] = None, torch_bin: bool = False) -> str:
+    """Write ``source`` to the new folder ``output`` in the hub layout; returns a summary."""
+    from safetensors.torch import save_file
+
+    config, state = read_checkpoint(source, tag)
+    if config.ffn_size != 4 * config.hidden_size:
+        raise ConvertError(source, f"has ffn_hidden_size={config.ffn_size}; GLM's layout fixes it at 4 x hidden_size")
+    if getattr(config, "embedding_size", None):
+        raise ConvertError(source, f"has a factorised word embedding (embedding_size={config.embedding_size}), "
+                                   "which GLM's layout has no place for")
+    glm_state = glmd_to_glm(state, config)
+    if os.path.exists(output) and (not os.path.isdir(output) or os.listdir(output)):
+        raise ConvertError(output, "already exists and is not empty; choose a new output directory")
+    parent = os.path.dirname(os.path.abspath(output))
+    os.makedirs(parent, exist_ok=True)
+    tmp = os.path.join(parent, f".{os.path.basename(os.path.abspath(output))}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        os.makedirs(tmp)
+        save_file(glm_state, os.path.join(tmp, "model.safetensors"), metadata={"format": "pt"})
+        if torch_bin:
+            torch.save(glm_state, os.path.join(tmp, "pytorch_model.bin"))
+        rows = glm_state["word_embeddings.weight"].shape[0]
+        with open(os.path.join(tmp, "config.json"), "w", encoding="utf-8") as f:
+            json.dump(hub_config(config, rows), f, indent=2)
+        os.replace(tmp, output)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    files = "model.safetensors, config.json" + (", pytorch_model.bin" if torch_bin else "")
+    return (f"read {source}: {config.num_layers} layers, hidden {config.hidden_size}, "
+            f"{sum(v.numel() for v in state.values()):,} parameters, vocabulary {config.vocab_size} "
+            f"(embedding padded to {rows} rows), GeLU {config.gelu}, {config.dtype}\n"
+            f"wrote {output}: {files}")

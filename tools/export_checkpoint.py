@@ -1,0 +1,38 @@
+#!/usr/bin/env python
+"""Export a megatron-glmd checkpoint (e.g. a trained student) in GLM's Hugging Face hub layout.
+
+    python tools/export_checkpoint.py --source runs/student --output exported/student [--torch-bin]
+
+Writes model.safetensors (GLM's key names and fused-QKV layout, the embedding padded to a multiple
+of 128 rows) and config.json; --torch-bin also writes pytorch_model.bin, the same plain state dict
+for torch.load(weights_only=True). tools/convert_glm_checkpoint.py reads the folder back exactly.
+On bad input prints one `error: <file>: <problem>` line, exits 1 and leaves no output behind.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--source", required=True, help="a megatron-glmd checkpoint folder (config.yaml, latest)")
+    p.add_argument("--output", required=True, help="new folder (must not exist)")
+    p.add_argument("--tag", help="checkpoint tag to read (default: the one named by 'latest')")
+    p.add_argument("--torch-bin", action="store_true", help="also write pytorch_model.bin")
+    args = p.parse_args(argv)
+    from megatron_glmd.convert import ConvertError
+    from megatron_glmd.convert.export import export_checkpoint
+    try:
+        print(export_checkpoint(args.source, args.output, args.tag, args.torch_bin))
+    except ConvertError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
