@@ -8,6 +8,8 @@ Per token, with h hidden, f the MLP width, s the sequence length, V the padded v
                          + 2·h² (attention output) + 2·2·h·f (MLP)  =  8h² + 4hf + 4sh
                          (= 24h² + 4sh for f = 4h)
     logits, forward      2·h·V     (tied output layer; padded columns are computed too)
+                         2·h·E + 2·E·V with a factorised embedding of width E (``embedding_size``,
+                         "+al"), whose E → h projection also costs 2·E·h in the first stage's embedding
 
 LayerNorms, GeLU, softmax, dropout, the embedding look-ups and the loss are elementwise and not
 counted. A backward pass costs twice its forward. Per-layer activation checkpointing runs each
@@ -37,13 +39,23 @@ def layer_forward_flops(config: ModelConfig, seq_length: int) -> int:
 
 
 def logits_flops(config: ModelConfig, tp: int = 1) -> int:
-    """Forward FLOPs of the output layer per token: 2·h·V with V padded for ``tp`` ranks (all shards)."""
+    """Forward FLOPs of the output layer per token: 2·h·V with V padded for ``tp`` ranks (all shards);
+    2·h·E + 2·E·V through a factorised embedding of width E."""
+    e = config.embedding_size
+    if e:
+        return 2 * config.hidden_size * e + 2 * e * config.padded_vocab_size(tp)
     return 2 * config.hidden_size * config.padded_vocab_size(tp)
 
 
+def embedding_flops(config: ModelConfig) -> int:
+    """Forward FLOPs of the embedding per token: look-ups (none), or the E → h projection (2·E·h)."""
+    return 2 * config.embedding_size * config.hidden_size if config.embedding_size else 0
+
+
 def forward_flops_per_token(config: ModelConfig, seq_length: int, tp: int = 1) -> int:
-    """One forward pass of the whole model per token: every layer and the logits."""
-    return config.num_layers * layer_forward_flops(config, seq_length) + logits_flops(config, tp)
+    """One forward pass of the whole model per token: the embedding, every layer and the logits."""
+    return (embedding_flops(config) + config.num_layers * layer_forward_flops(config, seq_length)
+            + logits_flops(config, tp))
 
 
 def student_layer_training_flops(config: ModelConfig, seq_length: int, recompute: bool) -> int:
@@ -64,6 +76,11 @@ def training_flops_per_token(student: ModelConfig, teacher: Optional[ModelConfig
     if teacher is not None:
         flops += forward_flops_per_token(teacher, seq_length, tp)
     return flops
+
+
+def first_stage_extra_flops(student: ModelConfig, teacher: Optional[ModelConfig]) -> int:
+    """What the first stage computes beyond its layers: the embeddings (only a factorised one costs)."""
+    return (1 + BACKWARD_FACTOR) * embedding_flops(student) + (embedding_flops(teacher) if teacher else 0)
 
 
 def last_stage_extra_flops(student: ModelConfig, teacher: Optional[ModelConfig], tp: int = 1) -> int:
@@ -94,11 +111,11 @@ class StageFlops:
 
 def stage_flops(student: ModelConfig, teacher: Optional[ModelConfig], student_layers: Tuple[int, int],
                 teacher_layers: Optional[Tuple[int, int]], *, last: bool, seq_length: int, recompute: bool,
-                tp: int = 1) -> StageFlops:
+                tp: int = 1, first: bool = False) -> StageFlops:
     """Per-token FLOPs of a stage holding ``student_layers`` and ``teacher_layers`` (``[start, end)``).
 
-    The first stage's embeddings are look-ups (no matmul FLOPs); the last stage adds both models'
-    logits (the student's forward and backward, the teacher's forward).
+    The first stage's embeddings are look-ups (no matmul FLOPs unless factorised); the last stage
+    adds both models' logits (the student's forward and backward, the teacher's forward).
     """
     n_s = student_layers[1] - student_layers[0]
     s_flops = n_s * student_layer_training_flops(student, seq_length, recompute)
@@ -106,6 +123,9 @@ def stage_flops(student: ModelConfig, teacher: Optional[ModelConfig], student_la
     t_flops = 0
     if teacher is not None and teacher_layers is not None:
         t_flops = (teacher_layers[1] - teacher_layers[0]) * layer_forward_flops(teacher, seq_length)
+    if first:
+        s_flops += (1 + BACKWARD_FACTOR) * embedding_flops(student)
+        t_flops += embedding_flops(teacher) if teacher is not None else 0
     if last:
         s_flops += (1 + BACKWARD_FACTOR) * logits_flops(student, tp)
         if teacher is not None:

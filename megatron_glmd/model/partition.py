@@ -7,7 +7,8 @@ to minimise the largest per-stage cost, counted in hardware FLOPs per token (:mo
     cost_k = n_s,k · c_s + n_t,k · c_t + [k = p − 1] · (3·logits_s + logits_t)
 
 with c_s a student layer's forward + backward (+ recompute) and c_t a teacher layer's forward. The
-first stage's embeddings are look-ups and add no matmul FLOPs. Every stage holds at least one
+first stage's embeddings are look-ups and add no matmul FLOPs (a factorised embedding's projection
+is added to the first stage's cost like the logits to the last). Every stage holds at least one
 student layer, and at least one teacher layer when the teacher has at least ``pp`` layers.
 
 Algorithm (exact for whole layers; layers of one model all cost the same):
@@ -34,7 +35,8 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from ..config import ConfigError, ModelConfig, RunConfig
-from .flops import last_stage_extra_flops, layer_forward_flops, stage_flops, student_layer_training_flops
+from .flops import (first_stage_extra_flops, last_stage_extra_flops, layer_forward_flops, stage_flops,
+                    student_layer_training_flops)
 
 Range = Tuple[int, int]
 
@@ -88,24 +90,25 @@ def _partition(student: ModelConfig, teacher: Optional[ModelConfig], pp: int, se
         student.num_layers, teacher.num_layers if teacher is not None else 0, pp,
         student_cost=student_layer_training_flops(student, seq_length, recompute),
         teacher_cost=layer_forward_flops(teacher, seq_length) if teacher is not None else 0,
-        last_stage_cost=last_stage_extra_flops(student, teacher, tp), with_teacher=teacher is not None,
-        pairs=pairs))
+        last_stage_cost=last_stage_extra_flops(student, teacher, tp),
+        first_stage_cost=first_stage_extra_flops(student, teacher), with_teacher=teacher is not None, pairs=pairs))
 
 
 def partition_flops(student: ModelConfig, teacher: Optional[ModelConfig], stages: Sequence[StageLayers], *,
                     seq_length: int, recompute: bool, tp: int):
     """The :class:`~.flops.StageFlops` of each stage of a partition."""
-    return [stage_flops(student, teacher, st.student, st.teacher, last=k == len(stages) - 1,
+    return [stage_flops(student, teacher, st.student, st.teacher, first=k == 0, last=k == len(stages) - 1,
                         seq_length=seq_length, recompute=recompute, tp=tp) for k, st in enumerate(stages)]
 
 
 def balance_layers(student_layers: int, teacher_layers: int, pp: int, *, student_cost: int, teacher_cost: int,
-                   last_stage_cost: int, with_teacher: bool = True,
+                   last_stage_cost: int, first_stage_cost: int = 0, with_teacher: bool = True,
                    pairs: Optional[Sequence[Tuple[int, int]]] = None) -> List[StageLayers]:
     """The partition of the module docstring for integer per-layer costs (the general form)."""
     ls, lt = student_layers, (teacher_layers if with_teacher else 0)
     problem = _Problem(ls, lt, pp, student_cost, teacher_cost if lt else 0,
-                       [last_stage_cost if k == pp - 1 else 0 for k in range(pp)], 1 if lt >= pp else 0)
+                       [(last_stage_cost if k == pp - 1 else 0) + (first_stage_cost if k == 0 else 0)
+                        for k in range(pp)], 1 if lt >= pp else 0)
     allowed = _allowed_teacher_ends(ls, lt, pairs)
     costs = problem.candidate_costs()
     hi = _first_true(costs, lambda c: problem.reach(0, c, allowed) is not None)

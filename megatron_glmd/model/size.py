@@ -36,7 +36,11 @@ def stage_parameter_count(config: ModelConfig, tp_size: int, pp_size: int, pp_ra
     h = config.hidden_size
     start, end = layer_range or stage_layer_range(config.num_layers, pp_size, pp_rank)
     count = (end - start) * layer_parameter_count(config, tp_size)
-    word_embeddings = config.padded_vocab_size(tp_size) // tp_size * h
+    # The vocab-parallel table, V/TP × h, or V/TP × E and the replicated E → h projection (+al).
+    width = config.embedding_size or h
+    word_embeddings = config.padded_vocab_size(tp_size) // tp_size * width
+    if config.embedding_size:
+        word_embeddings += width * h
     if pp_rank == 0:
         count += word_embeddings + 2 * (config.max_sequence_length + 1) * h
     if pp_rank == pp_size - 1:

@@ -50,3 +50,14 @@ def test_stage_flops_by_hand(recompute):
     assert last.teacher == 8 * L10B + 2 * 4096 * V2
     alone = stage_flops(student, None, (30, 36), None, last=True, seq_length=SEQ, recompute=recompute, tp=1)
     assert alone.teacher == 0 and alone.student == 6 * per_student_layer + 3 * 2 * 2048 * V1
+
+
+def test_factorised_embedding_by_hand():
+    """+al: logits through h -> E -> V, and the first stage's E -> h projection."""
+    student = preset("glm-2b", embedding_size=256)
+    logits = 2 * 2048 * 256 + 2 * 256 * V2
+    assert logits_flops(student, tp=2) == logits
+    first = stage_flops(student, None, (0, 4), None, first=True, last=False, seq_length=SEQ, recompute=False, tp=2)
+    assert first.student == 4 * 3 * L2B + 3 * 2 * 256 * 2048
+    assert training_flops_per_token(student, None, SEQ, recompute=False, tp=2) == \
+        3 * (2 * 256 * 2048 + 36 * L2B + logits)

@@ -21,13 +21,14 @@ def compositions(total, parts, smallest):
         yield [s + smallest - 1 for s in sizes]
 
 
-def brute_force_bottleneck(ls, lt, pp, cs, ct, extra, pairs=None):
+def brute_force_bottleneck(ls, lt, pp, cs, ct, extra, pairs=None, first=0):
     best = None
     for ns in compositions(ls, pp, 1):
         for nt in compositions(lt, pp, 1) if lt else [[0] * pp]:
             if pairs and not _pairs_together(ns, nt, pairs):
                 continue
-            worst = max(a * cs + b * ct + (extra if k == pp - 1 else 0) for k, (a, b) in enumerate(zip(ns, nt)))
+            worst = max(a * cs + b * ct + (extra if k == pp - 1 else 0) + (first if k == 0 else 0)
+                        for k, (a, b) in enumerate(zip(ns, nt)))
             best = worst if best is None else min(best, worst)
     return best
 
@@ -46,19 +47,20 @@ def check_ranges(parts, ls, lt):
         assert all(e - s >= 1 for s, e in ranges)                      # at least one layer per stage
 
 
-def bottleneck(parts, cs, ct, extra):
+def bottleneck(parts, cs, ct, extra, first=0):
     return max((p.student[1] - p.student[0]) * cs + (p.teacher[1] - p.teacher[0]) * ct
-               + (extra if k == len(parts) - 1 else 0) for k, p in enumerate(parts))
+               + (extra if k == len(parts) - 1 else 0) + (first if k == 0 else 0) for k, p in enumerate(parts))
 
 
 @pytest.mark.parametrize("seed", range(12))
 def test_smallest_bottleneck_equals_brute_force(seed):
     rng = random.Random(seed)
     ls, lt, pp = rng.randint(3, 9), rng.randint(3, 10), rng.randint(1, 3)
-    cs, ct, extra = rng.randint(5, 40), rng.randint(5, 40), rng.randint(0, 60)
-    parts = balance_layers(ls, lt, pp, student_cost=cs, teacher_cost=ct, last_stage_cost=extra)
+    cs, ct, extra, first = rng.randint(5, 40), rng.randint(5, 40), rng.randint(0, 60), rng.choice([0, 0, 25])
+    parts = balance_layers(ls, lt, pp, student_cost=cs, teacher_cost=ct, last_stage_cost=extra,
+                           first_stage_cost=first)
     check_ranges(parts, ls, lt)
-    assert bottleneck(parts, cs, ct, extra) == brute_force_bottleneck(ls, lt, pp, cs, ct, extra)
+    assert bottleneck(parts, cs, ct, extra, first) == brute_force_bottleneck(ls, lt, pp, cs, ct, extra, first=first)
 
 
 @pytest.mark.parametrize("seed", range(6))

@@ -26,6 +26,13 @@ def test_stage_counts_match_built_stages(pp):
     assert total_parameter_count(config) == _numel(GLMStage(config))
 
 
+def test_stage_counts_with_a_factorised_embedding_match_built_stages():
+    config = tiny_config(num_layers=4, embedding_size=16)
+    for pp in (1, 2):
+        for k in range(pp):
+            assert stage_parameter_count(config, 1, pp, k) == _numel(GLMStage(config, pp_rank=k, pp_size=pp))
+
+
 def test_stage_counts_follow_given_layer_ranges():
     """Uneven ranges (as the FLOP-balanced partition gives) are counted as built."""
     config = tiny_config(num_layers=5, ffn_hidden_size=96)
