@@ -1,4 +1,5 @@
-"""Fused vocab-parallel softmax-KL loss for GLMD's word-prediction distillation (DESIGN.md §1.2, §6).
+"""Fused vocab-parallel softmax-KL loss for GLMD's word-prediction distillation
+(docs/design.md, "The fused loss kernel").
 
     loss_i = [tau²] · KL( softmax(t_i / tau) ‖ softmax(s_i / tau) )
 

@@ -1,4 +1,4 @@
-"""GLM blank-infilling samples (DESIGN.md §3) from a window of text.
+"""GLM blank-infilling samples (docs/design.md, "Blank infilling") from a window of text.
 
 A sample is built from a window of ``L`` tokens that may span several documents, with the
 window offsets where documents and sentences start. Three corruption modes:

@@ -1,4 +1,4 @@
-"""GLMD's word-prediction distillation loss L'_sp and its ablations (DESIGN.md §1.2).
+"""GLMD's word-prediction distillation loss L'_sp and its ablations (docs/design.md, "The loss").
 
 Losses travel as sums: each function returns the *sum* over this micro-batch's selected tokens,
 and the engine divides once by the number of selected tokens in the whole global batch (all

@@ -1,4 +1,4 @@
-"""Optimizer and learning-rate schedule of the paper's recipe (DESIGN.md §1.3)."""
+"""Optimizer and learning-rate schedule of the paper's recipe (docs/design.md, "The two stages")."""
 from __future__ import annotations
 
 import math

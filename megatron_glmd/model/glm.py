@@ -1,4 +1,4 @@
-"""GLM (DESIGN.md §2) built for one pipeline stage; one implementation for teacher and student.
+"""GLM (docs/design.md, "The model") built for one pipeline stage; one implementation for teacher and student.
 
 A stage owns a contiguous range of the transformer layers. The first stage also owns the word
 and 2D position embeddings; the last stage owns the final LayerNorm and the output layer, tied

@@ -108,7 +108,7 @@ def test_modelled_cost(dry_run):
     assert float(m[3]) == pytest.approx(flops, rel=1e-3)
     hours = flops / (40 * 312e12 * 0.45) / 3600
     assert float(m[4]) == pytest.approx(hours, abs=0.05)
-    assert 30 < float(m[2]) < 40 and hours < 12          # DESIGN.md §7: ~36 GFLOP/token, under 12 hours
+    assert 30 < float(m[2]) < 40 and hours < 12  # docs/design.md, "Launching at scale": ~36 GFLOP/token, under 12 hours
 
 
 def test_srun_command(dry_run):
