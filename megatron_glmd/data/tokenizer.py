@@ -1,4 +1,9 @@
-"""SentencePiece tokenizer with GLM's special tokens at fixed ids.
+"""Tokenizers: SentencePiece with GLM's special tokens at fixed ids (corpora of your own), GLM's
+GPT-2 BPE with its command tokens (the released models, :mod:`.glm_bpe`), and the special ids
+that the data pipeline takes from whichever is in use (:class:`SpecialIds`, :func:`load_tokenizer`).
+
+Nothing downstream hard-codes a special id: blank infilling, padding and vocabulary ranking all
+read them from the tokenizer object.
 
 Every model trained by :func:`train_sentencepiece` (``tools/train_tokenizer.py``) has the
 special tokens at these ids, and :class:`GLMTokenizer` refuses a model that does not:
@@ -26,7 +31,8 @@ Because the special ids are the lowest ids and rank first in the vocabulary-freq
 from __future__ import annotations
 
 import os
-from typing import Iterable, List, Sequence, Union
+from dataclasses import dataclass
+from typing import Iterable, List, Optional, Sequence, Union
 
 import sentencepiece as spm
 
@@ -35,6 +41,42 @@ from .errors import DataError
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[sMASK]", "[gMASK]", "[sop]", "[eop]", "[dBLOCK]")
 PAD_ID, UNK_ID, CLS_ID, SEP_ID, MASK_ID, SMASK_ID, GMASK_ID, SOP_ID, EOP_ID, DBLOCK_ID = range(len(SPECIAL_TOKENS))
 NUM_SPECIAL_TOKENS = len(SPECIAL_TOKENS)
+
+
+@dataclass(frozen=True)
+class SpecialIds:
+    """The special ids a blank-infilling sample uses, read from a tokenizer by :func:`special_ids`."""
+
+    pad: int
+    cls: int
+    mask: int
+    smask: int
+    gmask: int
+    sop: int
+    eop: int
+    eod: Optional[int] = None    # end-of-document token (GLM's BPE: <|endoftext|>); None: not marked
+
+    @property
+    def mode_tokens(self):
+        """The mask token of each corruption mode (MODE_MASK, MODE_SMASK, MODE_GMASK)."""
+        return self.mask, self.smask, self.gmask
+
+
+def special_ids(tokenizer) -> SpecialIds:
+    return SpecialIds(pad=tokenizer.pad_id, cls=tokenizer.cls_id, mask=tokenizer.mask_id,
+                      smask=tokenizer.smask_id, gmask=tokenizer.gmask_id, sop=tokenizer.sop_id,
+                      eop=tokenizer.eop_id, eod=getattr(tokenizer, "eod_id", None))
+
+
+def load_tokenizer(path: Union[str, os.PathLike]):
+    """A SentencePiece ``.model`` gives :class:`GLMTokenizer`; GLM's BPE files (a folder with
+    ``vocab.json`` + ``merges.txt`` or ``tokenizer.json``, or one of those files) give
+    :class:`~.glm_bpe.GLMBPETokenizer`."""
+    path = os.fspath(path)
+    if path.endswith(".json") or os.path.isdir(path):
+        from .glm_bpe import GLMBPETokenizer
+        return GLMBPETokenizer(path)
+    return GLMTokenizer(path)
 
 
 class GLMTokenizer:
@@ -50,6 +92,7 @@ class GLMTokenizer:
     sop_id = SOP_ID
     eop_id = EOP_ID
     dblock_id = DBLOCK_ID
+    eod_id = None               # documents are marked by the [CLS] that starts each one
 
     def __init__(self, model_file: Union[str, os.PathLike]):
         self.model_file = os.fspath(model_file)
