@@ -4,7 +4,7 @@ What a key rename does not cover:
 
 * **Fused QKV.** GLM's ``attention.query_key_value`` is ``[Q; K; V]`` (``3h`` rows, each block
   head-major); ours (``attention.qkv``) is ``[head, q|k|v, head_dim]`` so that a contiguous TP
-  split gives each rank whole heads (docs/design.md, "GLM, the model"). The bias follows the
+  split gives each rank whole heads (docs/design.md, "The model"). The bias follows the
   weight.
 * **Vocabulary rows.** GLM pads the word embedding to a multiple of 128 (50304 rows for the
   GPT-2 BPE models, whose real vocabulary, command tokens included, is 50265 ids). We keep exactly

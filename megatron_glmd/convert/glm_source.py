@@ -1,6 +1,6 @@
 """Read a released GLM checkpoint into one whole state dict with GLM's (unprefixed) keys.
 
-Two layouts (docs/design.md, "GLM, the model"):
+Two layouts (docs/design.md, "The model"):
 
 * **THUDM's Megatron layout**: ``DIR/<iteration>/mp_rank_XX_model_states.pt`` (the iteration
   named by ``DIR/latest_checkpointed_iteration.txt``, an integer or ``release``), or a folder
