@@ -23,6 +23,7 @@ import torch.distributed as dist
 
 from ..config import ConfigError
 from ..parallel.random import get_rng_tracker
+from .safe_load import safe_torch_load
 
 LATEST = "latest"
 CONFIG = "config.yaml"
@@ -116,7 +117,7 @@ def load_train_state(save_dir: str, tag: str) -> Dict[str, Any]:
     path = os.path.join(save_dir, tag, f"train_state_rank{dist.get_rank()}.pt")
     if not os.path.exists(path):
         raise ConfigError(f"{path} is missing: the checkpoint was written by a run with a different world size")
-    return torch.load(path, map_location="cpu", weights_only=False)
+    return safe_torch_load(path)
 
 
 def saved_run_config(save_dir: str):
@@ -145,7 +146,7 @@ def load_stage_weights(module: torch.nn.Module, save_dir: str, prefix: str, tp_r
     available: Dict[str, torch.Tensor] = {}
     for path in sorted(files):
         # mmap: only the tensors this stage needs are read from disk.
-        for key, value in torch.load(path, map_location="cpu", weights_only=True, mmap=True).items():
+        for key, value in safe_torch_load(path, mmap=True).items():
             if key.startswith(prefix):
                 available[key[len(prefix):]] = (value, path)
     own = module.state_dict()

@@ -56,10 +56,12 @@ def build_engine(cfg: RunConfig, pipe, trained_modules, ds_config: dict):
     import deepspeed
 
     from .optim import build_optimizer, build_scheduler, param_groups
+    from .safe_load import make_loads_safe
 
     optimizer = build_optimizer(param_groups(trained_modules, cfg.optimizer.weight_decay), cfg.optimizer)
     engine, _, _, _ = deepspeed.initialize(model=pipe, optimizer=optimizer, config=ds_config,
                                            lr_scheduler=build_scheduler(cfg.optimizer, cfg.train.iterations))
+    make_loads_safe(engine)   # resuming never unpickles code (DeepSpeed's own loader would)
     return engine
 
 
