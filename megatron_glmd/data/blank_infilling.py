@@ -1,25 +1,30 @@
-"""GLM blank-infilling samples (docs/design.md, "Blank infilling") from a window of text.
+"""GLM blank-infilling samples (docs/design.md, "Blank-infilling inputs") from a window of text.
 
-A sample is built from a window of ``L`` tokens that may span several documents, with the
-window offsets where documents and sentences start. Three corruption modes:
+A window of ``L`` tokens may span several documents. It is first put in GLM's sample format
+(:func:`mark_documents`, as GLM's ``BlockDataset`` does): every document piece is preceded by
+[CLS], and a piece that reaches the end of its document is followed by the tokenizer's
+end-of-document token (GLM's BPE: ``<|endoftext|>``; the SentencePiece tokenizer has none, so its
+documents are marked by their [CLS] alone). Markers are never masked. Three corruption modes:
 
 * ``MODE_MASK``: inside each document piece, span lengths ~ Poisson(λ) truncated to
   ``1..max_span_length`` are drawn until the spans cover at least ``ceil(mask_ratio · n)`` of the
   piece's ``n`` tokens; the spans are placed uniformly at random with at least one unmasked token
   between neighbours and never across a document boundary. Each span becomes one [MASK].
 * ``MODE_SMASK``: whole sentences (sentence pieces inside the window) are drawn in random order
-  until they cover at least ``ceil(mask_ratio · L)`` tokens; each becomes one [sMASK].
+  until they cover at least ``ceil(mask_ratio · n)`` of the ``n`` text tokens; each becomes one [sMASK].
 * ``MODE_GMASK``: prefix LM. A suffix of ``u`` tokens, ``u`` uniform in
-  ``[max(1, ceil(min_suffix_ratio · L)), max(1, L - 1)]``, becomes one [gMASK].
+  ``[max(1, ceil(min_suffix_ratio · L)), max(1, L - 1)]``, becomes one [gMASK] (the leading [CLS]
+  always stays in the prefix).
 
-Layout: Part A is the window with every span replaced by its mask token; Part B appends the
-spans in random order, each as ``[sop] + span`` (input) with target ``span + [eop]``.
+Layout: Part A is the marked window with every span replaced by its mask token; Part B appends
+the spans in random order, each as ``[sop] + span`` (input) with target ``span + [eop]``.
 ``position_ids[0]`` is the position in Part A (a Part-B token takes its mask's position),
 ``position_ids[1]`` is 0 in Part A and ``1..len+1`` inside a Part-B block ([sop] is 1).
 ``loss_mask`` is 1 on Part B. Total length is ``L + 2·k`` for ``k`` spans; when that exceeds
 ``seq_length`` the window is cut to ``L - overflow`` tokens (its tail is dropped) and the spans
 are drawn again, until it fits. Padding (pad id, position 0, loss 0) fills up to ``seq_length``.
 
+Every special id comes from a :class:`~.tokenizer.SpecialIds` taken from the tokenizer in use.
 Everything random comes from a ``numpy.random.Generator`` that the caller seeds, so a sample is
 a pure function of (window, seed, sample index).
 """
@@ -32,11 +37,11 @@ from typing import List, Sequence, Tuple
 import numpy as np
 
 from .errors import DataError
-from .tokenizer import EOP_ID, GMASK_ID, MASK_ID, PAD_ID, SMASK_ID, SOP_ID
+from .tokenizer import SpecialIds
 
 MODE_MASK, MODE_SMASK, MODE_GMASK = 0, 1, 2
 MODE_NAMES = ("mask", "smask", "gmask")
-MODE_TOKENS = (MASK_ID, SMASK_ID, GMASK_ID)
+Segment = Tuple[int, int]
 
 
 @dataclass(frozen=True)
@@ -102,19 +107,47 @@ def _spans_in_piece(rng: np.random.Generator, n: int, cfg: BlankInfillingConfig)
     return spans
 
 
-def sample_mask_spans(rng, length: int, doc_starts: Sequence[int], cfg: BlankInfillingConfig):
-    bounds = sorted(set(int(d) for d in doc_starts if 0 < d < length)) + [length]
-    spans, start = [], 0
-    for end in bounds:
+def mark_documents(tokens: np.ndarray, doc_starts: Sequence[int], doc_ends: Sequence[int],
+                   sentence_starts: Sequence[int], ids: SpecialIds):
+    """GLM's format for a window (module docstring): ``(marked tokens, text segments, sentence starts)``.
+
+    ``doc_starts``: window offsets where a document piece starts (0 implied); ``doc_ends``: offsets
+    where a piece ends its document. Segments ``[a, b)`` are the pieces' text in the marked
+    window; sentence starts are mapped into the marked window.
+    """
+    tokens = np.asarray(tokens, dtype=np.int64)
+    n = tokens.size
+    bounds = sorted(set(int(d) for d in doc_starts if 0 < d < n) | {0}) + [n]
+    ends = {int(e) for e in doc_ends}
+    sentences = sorted(int(x) for x in sentence_starts)
+    parts, segments, mapped, at = [], [], [], 0
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        parts.append([ids.cls])
+        start = at + 1
+        parts.append(tokens[a:b])
+        segments.append((start, start + b - a))
+        mapped.extend(x - a + start for x in sentences if a < x < b)
+        at = start + b - a
+        if b in ends and ids.eod is not None:
+            parts.append([ids.eod])
+            at += 1
+    return np.concatenate([np.asarray(p, dtype=np.int64) for p in parts]), segments, mapped
+
+
+def sample_mask_spans(rng, segments: Sequence[Segment], cfg: BlankInfillingConfig):
+    spans = []
+    for start, end in segments:
         spans.extend((start + a, start + b) for a, b in _spans_in_piece(rng, end - start, cfg))
-        start = end
     return spans
 
 
-def sample_sentence_spans(rng, length: int, unit_starts: Sequence[int], cfg: BlankInfillingConfig):
-    bounds = sorted(set(int(d) for d in unit_starts if 0 < d < length) | {0}) + [length]
-    units = list(zip(bounds[:-1], bounds[1:]))
-    target = math.ceil(cfg.mask_ratio * length)
+def sample_sentence_spans(rng, segments: Sequence[Segment], sentence_starts: Sequence[int],
+                          cfg: BlankInfillingConfig):
+    units = []
+    for start, end in segments:
+        cuts = sorted({start, end} | {int(x) for x in sentence_starts if start < x < end})
+        units.extend(zip(cuts[:-1], cuts[1:]))
+    target = math.ceil(cfg.mask_ratio * sum(end - start for start, end in segments))
     chosen, covered = [], 0
     for u in rng.permutation(len(units)).tolist():
         if covered >= target:
@@ -122,8 +155,6 @@ def sample_sentence_spans(rng, length: int, unit_starts: Sequence[int], cfg: Bla
         chosen.append(units[u])
         covered += units[u][1] - units[u][0]
     return sorted(chosen)
-
-
 def sample_prefix_span(rng, length: int, cfg: BlankInfillingConfig):
     low = max(1, math.ceil(cfg.min_suffix_ratio * length))
     high = max(low, length - 1)
@@ -132,14 +163,14 @@ def sample_prefix_span(rng, length: int, cfg: BlankInfillingConfig):
 
 
 def assemble(tokens: np.ndarray, spans: Sequence[Tuple[int, int]], mask_token: int, rng: np.random.Generator,
-             seq_length: int) -> dict:
+             seq_length: int, ids: SpecialIds) -> dict:
     """Part A / Part B sample from sorted, non-overlapping ``spans`` of ``tokens`` (see module doc)."""
     n = len(tokens)
     total = n + 2 * len(spans)
     if total > seq_length:
         raise DataError(f"{n} tokens with {len(spans)} spans need {total} positions, seq_length is {seq_length}")
-    input_ids = np.full(seq_length, PAD_ID, dtype=np.int64)
-    target_ids = np.full(seq_length, PAD_ID, dtype=np.int64)
+    input_ids = np.full(seq_length, ids.pad, dtype=np.int64)
+    target_ids = np.full(seq_length, ids.pad, dtype=np.int64)
     position_ids = np.zeros((2, seq_length), dtype=np.int64)
     loss_mask = np.zeros(seq_length, dtype=np.float32)
     # Part A
@@ -159,10 +190,10 @@ def assemble(tokens: np.ndarray, spans: Sequence[Tuple[int, int]], mask_token: i
     for s in rng.permutation(len(spans)).tolist():
         start, end = spans[s]
         size = end - start + 1
-        input_ids[out] = SOP_ID
+        input_ids[out] = ids.sop
         input_ids[out + 1:out + size] = tokens[start:end]
         target_ids[out:out + size - 1] = tokens[start:end]
-        target_ids[out + size - 1] = EOP_ID
+        target_ids[out + size - 1] = ids.eop
         position_ids[0, out:out + size] = mask_positions[s]
         position_ids[1, out:out + size] = np.arange(1, size + 1)
         loss_mask[out:out + size] = 1.0
@@ -171,29 +202,29 @@ def assemble(tokens: np.ndarray, spans: Sequence[Tuple[int, int]], mask_token: i
             "loss_mask": loss_mask, "sep": int(sep), "length": int(out)}
 
 
-def build_sample(tokens: np.ndarray, doc_starts: Sequence[int], sentence_starts: Sequence[int], mode: int,
-                 rng: np.random.Generator, cfg: BlankInfillingConfig) -> dict:
-    """One blank-infilling sample of ``cfg.seq_length`` from a text window.
+def build_sample(tokens: np.ndarray, segments: Sequence[Segment], sentence_starts: Sequence[int], mode: int,
+                 rng: np.random.Generator, cfg: BlankInfillingConfig, ids: SpecialIds) -> dict:
+    """One blank-infilling sample of ``cfg.seq_length`` from a marked window (:func:`mark_documents`).
 
-    ``doc_starts``/``sentence_starts`` are window offsets where documents / sentences begin
-    (0 may be included or not). Cuts the window's tail until the sample fits (module doc).
+    ``segments`` are the ``[start, end)`` ranges that may be masked (the documents' text);
+    ``sentence_starts`` are offsets where sentences begin. Cuts the window's tail until the sample
+    fits (module doc).
     """
     tokens = np.asarray(tokens, dtype=np.int64)
     if tokens.size < 1:
         raise DataError("cannot build a blank-infilling sample from an empty window")
-    doc_starts = [int(d) for d in doc_starts]
-    unit_starts = sorted(set(doc_starts) | set(int(s) for s in sentence_starts))
     length = min(int(tokens.size), cfg.seq_length - 2)
     while True:
+        clipped = [(a, min(b, length)) for a, b in segments if a < length]
         if mode == MODE_MASK:
-            spans = sample_mask_spans(rng, length, doc_starts, cfg)
+            spans = sample_mask_spans(rng, clipped, cfg)
         elif mode == MODE_SMASK:
-            spans = sample_sentence_spans(rng, length, unit_starts, cfg)
+            spans = sample_sentence_spans(rng, clipped, sentence_starts, cfg)
         elif mode == MODE_GMASK:
             spans = sample_prefix_span(rng, length, cfg)
         else:
             raise DataError(f"unknown blank-infilling mode {mode!r}")
         overflow = length + 2 * len(spans) - cfg.seq_length
         if overflow <= 0:
-            return assemble(tokens[:length], spans, MODE_TOKENS[mode], rng, cfg.seq_length)
+            return assemble(tokens[:length], spans, ids.mode_tokens[mode], rng, cfg.seq_length, ids)
         length -= overflow

@@ -1,7 +1,9 @@
 """Blank-infilling dataset: sample index (C++) over an indexed dataset + the GLM sample builder.
 
-Sample ``n`` is window ``shuffle_idx[n]`` of the sample index turned into a blank-infilling
-sample with a generator seeded by ``(seed, 0, n)``. In task-mask mode the corruption mode is
+The special ids (pad, [CLS], masks, [sop], [eop], end of document) are the tokenizer's, passed in
+as a :class:`~.tokenizer.SpecialIds`. Sample ``n`` is window ``shuffle_idx[n]`` of the sample
+index, put in GLM's format and turned into a blank-infilling sample with a generator seeded by
+``(seed, 0, n)``. In task-mask mode the corruption mode is
 drawn from a generator seeded by ``(seed, 1, n // mode_group_size)``: with ``mode_group_size``
 equal to the global batch size, every sample of a global batch uses the same mode, as GLM does.
 """
@@ -11,9 +13,10 @@ from typing import Optional
 
 import numpy as np
 
-from .blank_infilling import MODE_MASK, BlankInfillingConfig, build_sample
+from .blank_infilling import MODE_MASK, BlankInfillingConfig, build_sample, mark_documents
 from .errors import DataError
 from .indexed_dataset import IndexedDataset
+from .tokenizer import SpecialIds
 from .sample_index import (SampleIndex, build_sample_index, build_sample_index_reference, epochs_for_samples,
                            window_pieces)
 
@@ -21,7 +24,7 @@ from .sample_index import (SampleIndex, build_sample_index, build_sample_index_r
 class BlankInfillingDataset:
     """Map-style dataset of blank-infilling sample dicts (see :mod:`.blank_infilling`)."""
 
-    def __init__(self, indexed: IndexedDataset, config: BlankInfillingConfig, seed: int = 1234,
+    def __init__(self, indexed: IndexedDataset, config: BlankInfillingConfig, special_ids: SpecialIds, seed: int = 1234,
                  num_samples: Optional[int] = None, num_epochs: Optional[int] = None, mode_group_size: int = 1,
                  use_cpp: bool = True):
         if (num_samples is None) == (num_epochs is None):
@@ -30,6 +33,7 @@ class BlankInfillingDataset:
             raise DataError(f"mode_group_size must be >= 1, got {mode_group_size}")
         self.indexed = indexed
         self.config = config
+        self.special_ids = special_ids
         self.seed = int(seed)
         self.mode_group_size = int(mode_group_size)
         self._doc_offsets = indexed.doc_offsets()
@@ -51,14 +55,16 @@ class BlankInfillingDataset:
     def fingerprint(self) -> dict:
         """What a checkpointed loader position is only valid for."""
         return {"prefix": self.indexed.prefix, "num_tokens": self.indexed.num_tokens, "seed": self.seed,
-                "num_samples": self._len, "mode_group_size": self.mode_group_size, "config": repr(self.config)}
+                "num_samples": self._len, "mode_group_size": self.mode_group_size, "config": repr(self.config),
+                "special_ids": repr(self.special_ids)}
 
     def window(self, n: int):
-        """(tokens, document starts, sentence starts) of sample ``n``'s text window."""
+        """Sample ``n``'s text window in GLM's format: (marked tokens, text segments, sentence starts)
+        (:func:`~.blank_infilling.mark_documents`)."""
         if not 0 <= n < self._len:
             raise IndexError(f"sample {n} out of range [0, {self._len})")
         pieces = window_pieces(self.index, self._doc_lengths, int(self.index.shuffle_idx[n]))
-        parts, doc_starts, sentence_starts, at = [], [], [], 0
+        parts, doc_starts, doc_ends, sentence_starts, at = [], [], [], [], 0
         sent_off, doc_sent = self.indexed.sentence_offsets, self.indexed.doc_sentence_index
         for doc, start, end in pieces:
             base = int(self._doc_offsets[doc])
@@ -68,7 +74,9 @@ class BlankInfillingDataset:
             inner = inner[(inner > start) & (inner < end)]
             sentence_starts.extend((inner - start + at).tolist())
             at += end - start
-        return np.concatenate(parts).astype(np.int64), doc_starts, sentence_starts
+            if end == self._doc_lengths[doc]:
+                doc_ends.append(at)
+        return mark_documents(np.concatenate(parts), doc_starts, doc_ends, sentence_starts, self.special_ids)
 
     def mode_of(self, n: int) -> int:
         if not self.config.task_mask:
@@ -77,6 +85,6 @@ class BlankInfillingDataset:
         return int(rng.choice(3, p=self.config.mode_probs))
 
     def __getitem__(self, n: int) -> dict:
-        tokens, doc_starts, sentence_starts = self.window(n)
+        tokens, segments, sentence_starts = self.window(n)
         rng = np.random.default_rng([self.seed, 0, n])
-        return build_sample(tokens, doc_starts, sentence_starts, self.mode_of(n), rng, self.config)
+        return build_sample(tokens, segments, sentence_starts, self.mode_of(n), rng, self.config, self.special_ids)

@@ -21,14 +21,14 @@ import os
 import re
 import time
 from dataclasses import dataclass
-from typing import Iterator, List, Optional, Sequence, Tuple
+from typing import Iterator, List, Sequence, Tuple
 
 import numpy as np
 from tqdm import tqdm
 
 from .errors import DataError
 from .indexed_dataset import IndexedDatasetWriter
-from .tokenizer import GLMTokenizer
+from .tokenizer import load_tokenizer
 
 _SENTENCE_END = re.compile(r"[.!?][\"')\]]*\s+")
 _CHUNK_BYTES = 1 << 20
@@ -129,13 +129,13 @@ class PreprocessStats:
 
 
 # --- worker side -------------------------------------------------------------------------------
-_worker_tokenizer: Optional[GLMTokenizer] = None
+_worker_tokenizer = None
 _worker_split = True
 
 
 def _init_worker(model_file: str, split: bool) -> None:
     global _worker_tokenizer, _worker_split
-    _worker_tokenizer = GLMTokenizer(model_file)
+    _worker_tokenizer = load_tokenizer(model_file)
     _worker_split = split
 
 
@@ -184,7 +184,7 @@ def preprocess(input_files: Sequence[str], output_prefix: str, tokenizer_model: 
         detect_format(path, input_format)
     if workers < 1:
         raise DataError(f"--workers must be at least 1, got {workers}")
-    tokenizer = GLMTokenizer(tokenizer_model)  # validates the model before any work starts
+    tokenizer = load_tokenizer(tokenizer_model)  # validates the files before any work starts
     total_bytes = sum(os.path.getsize(p) for p in paths)
     start = time.perf_counter()
     documents = sentences = 0

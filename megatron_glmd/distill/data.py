@@ -8,14 +8,14 @@ from ..data.blank_infilling import BlankInfillingConfig
 from ..data.errors import DataError
 from ..data.glm_dataset import BlankInfillingDataset
 from ..data.indexed_dataset import IndexedDataset
-from ..data.tokenizer import GLMTokenizer
+from ..data.tokenizer import SpecialIds, load_tokenizer, special_ids
 from ..config import RunConfig
 
 
-def check_tokenizer(cfg: RunConfig) -> GLMTokenizer:
-    """The run's tokenizer, whose vocabulary must be the model's."""
+def check_tokenizer(cfg: RunConfig):
+    """The run's tokenizer (SentencePiece model or GLM's BPE files), whose vocabulary must be the model's."""
     try:
-        tokenizer = GLMTokenizer(cfg.data.tokenizer_model)
+        tokenizer = load_tokenizer(cfg.data.tokenizer_model)
     except (DataError, OSError) as e:
         raise ConfigError(f"data.tokenizer_model: {e}") from None
     if tokenizer.vocab_size != cfg.model.vocab_size:
@@ -24,11 +24,11 @@ def check_tokenizer(cfg: RunConfig) -> GLMTokenizer:
     return tokenizer
 
 
-def _dataset(prefix: str, cfg: RunConfig, num_samples: int, seed: int) -> BlankInfillingDataset:
+def _dataset(prefix: str, cfg: RunConfig, ids: SpecialIds, num_samples: int, seed: int) -> BlankInfillingDataset:
     try:
         indexed = IndexedDataset(prefix)
         return BlankInfillingDataset(indexed, BlankInfillingConfig(seq_length=cfg.data.seq_length,
-                                                                   task_mask=cfg.data.task_mask),
+                                                                   task_mask=cfg.data.task_mask), ids,
                                      seed=seed, num_samples=num_samples,
                                      mode_group_size=cfg.train.global_batch_size)
     except DataError as e:
@@ -37,10 +37,10 @@ def _dataset(prefix: str, cfg: RunConfig, num_samples: int, seed: int) -> BlankI
 
 def build_datasets(cfg: RunConfig) -> Tuple[BlankInfillingDataset, Optional[BlankInfillingDataset]]:
     """Training samples for every iteration of the run, and ``eval_iters`` global batches of validation."""
-    check_tokenizer(cfg)
+    ids = special_ids(check_tokenizer(cfg))       # every special id of the samples is the tokenizer's
     batch = cfg.train.global_batch_size
-    train = _dataset(cfg.data.train_prefix, cfg, cfg.train.iterations * batch, cfg.data.seed)
+    train = _dataset(cfg.data.train_prefix, cfg, ids, cfg.train.iterations * batch, cfg.data.seed)
     valid = None
     if cfg.data.valid_prefix:
-        valid = _dataset(cfg.data.valid_prefix, cfg, cfg.logging.eval_iters * batch, cfg.data.seed + 1)
+        valid = _dataset(cfg.data.valid_prefix, cfg, ids, cfg.logging.eval_iters * batch, cfg.data.seed + 1)
     return train, valid

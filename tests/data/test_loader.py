@@ -8,11 +8,13 @@ from megatron_glmd.data import DataError
 from megatron_glmd.data.blank_infilling import BlankInfillingConfig
 from megatron_glmd.data.glm_dataset import BlankInfillingDataset
 from megatron_glmd.data.loader import DataParallelLoader, collate
+from megatron_glmd.data.tokenizer import special_ids
 
 
 @pytest.fixture(scope="module")
-def dataset(real_dataset):
-    return BlankInfillingDataset(real_dataset, BlankInfillingConfig(seq_length=64, task_mask=True), seed=11,
+def dataset(real_dataset, tokenizer):
+    return BlankInfillingDataset(real_dataset, BlankInfillingConfig(seq_length=64, task_mask=True),
+                                 special_ids(tokenizer), seed=11,
                                  num_samples=96, mode_group_size=8)
 
 
@@ -91,7 +93,8 @@ def test_bad_states_and_layouts(dataset, real_dataset):
         DataParallelLoader(dataset, 8, 1, 0, 4).load_state_dict(state)
     with pytest.raises(DataError, match="global batch 8"):
         DataParallelLoader(dataset, 16, 2, 0, 2).load_state_dict(state)
-    other = BlankInfillingDataset(real_dataset, BlankInfillingConfig(seq_length=64, task_mask=True), seed=12,
+    other = BlankInfillingDataset(real_dataset, BlankInfillingConfig(seq_length=64, task_mask=True),
+                                  dataset.special_ids, seed=12,
                                   num_samples=96, mode_group_size=8)
     with pytest.raises(DataError, match="belongs to dataset"):
         DataParallelLoader(other, 8, 2, 0, 2).load_state_dict(state)
