@@ -7,7 +7,8 @@ MASTER_ADDR/MASTER_PORT set, as ``launch/`` does); a single process needs nothin
 
 Exit status: 0 the run finished (then the held-out evaluation runs); 75 (EX_TEMPFAIL) it stopped
 early on SIGUSR1/SIGTERM after saving a checkpoint, so running the same command again resumes it
-(the Slurm script requeues on exactly this status); 2 bad input, before any work; other: a failure.
+(the Slurm script requeues on exactly this status); 2 bad input, before any work; 3 the loss or
+gradient norm went non-finite (the run stopped before saving); other: a failure.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import sys
 from ..config import ConfigError
 
 EXIT_STOPPED_EARLY = 75   # sysexits.h EX_TEMPFAIL: "try again later" -- resume
+EXIT_DIVERGED = 3         # a non-finite loss or gradient norm: nothing saved at or after it
 
 
 def main(argv=None) -> int:
@@ -30,7 +32,7 @@ def main(argv=None) -> int:
     try:
         from ..distill.data import build_datasets
         from ..config import load_run_config
-        from ..distill.trainer import Trainer
+        from ..distill.trainer import Trainer, TrainingDiverged
 
         cfg = load_run_config(args.config, args.set)
         train_data, valid_data = build_datasets(cfg)
@@ -38,7 +40,11 @@ def main(argv=None) -> int:
     except (ConfigError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    trainer.train()
+    try:
+        trainer.train()
+    except TrainingDiverged as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_DIVERGED
     if trainer.stopped_early:
         trainer.log(f"stopped early at iteration {trainer.iteration} by a signal, after saving: run the same "
                     f"command to resume (exit status {EXIT_STOPPED_EARLY})")

@@ -43,6 +43,7 @@ class TrainConfig:
     precision: str = "fp32"           # fp32 (CPU), bf16 (GPU default), fp16 (dynamic loss scaling)
     seed: int = 1234
     checkpoint_activations: bool = False
+    skip_nonfinite_steps: int = 0     # steps with a non-finite loss or grad norm to skip before stopping
 
     def accumulation_steps(self, dp: int) -> int:
         """Micro-batches per data-parallel rank and optimizer step (the pipeline's micro-batch count)."""
@@ -147,6 +148,8 @@ class RunConfig:
         if t.global_batch_size % (t.micro_batch_size * dp):
             raise ConfigError(f"train.global_batch_size {t.global_batch_size} is not divisible by "
                               f"train.micro_batch_size * data-parallel size = {t.micro_batch_size} * {dp}")
+        if t.skip_nonfinite_steps < 0:
+            raise ConfigError(f"train.skip_nonfinite_steps must be >= 0, got {t.skip_nonfinite_steps}")
         if t.precision not in PRECISIONS:
             raise ConfigError(f"train.precision must be one of {', '.join(PRECISIONS)}, got {t.precision!r}")
         o = self.optimizer

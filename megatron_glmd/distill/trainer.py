@@ -8,6 +8,7 @@ lives in :mod:`.objective`, checkpoints in :mod:`.checkpointing`, logging in :mo
 """
 from __future__ import annotations
 
+import math
 import os
 import signal
 import threading
@@ -30,6 +31,18 @@ from .engine import build_engine, engine_device, init_distributed, pipeline_item
 from .metrics import RunLogger, default_peak_tflops, throughput
 from .objective import EVAL_FIELDS, Objective
 from .pipeline import build_pipeline
+
+
+class TrainingDiverged(RuntimeError):
+    """A step's loss or gradient norm was not finite (more often than train.skip_nonfinite_steps allows)."""
+
+
+def nonfinite_parts(record: Dict[str, float]) -> List[str]:
+    """The names of a step record's loss parts and grad norm that are not finite (global values: the
+    loss is aggregated over the pipeline and DP, the grad norm over the whole model, so every rank
+    finds the same)."""
+    keys = [k for k in record if k == "loss" or k.startswith("loss/")] + ["grad_norm"]
+    return [f"{k} ({record[k]})" for k in keys if k in record and not math.isfinite(record[k])]
 
 
 class Trainer:
@@ -67,6 +80,7 @@ class Trainer:
             self.stage.teacher_to(device=self.device)
         self.engine = build_engine(cfg, self.pipe, trained, self.deepspeed_config)
         self.iteration = 0
+        self.nonfinite_steps = 0      # steps skipped for a non-finite loss or grad norm in this process
         self.train_loader = self._loader(train_data)
         self._maybe_resume()
         self.flops_per_token = training_flops_per_token(self.student_config, self.teacher_config,
@@ -168,6 +182,7 @@ class Trainer:
                 record["grad_norm"] = float(grad_norm)
             history.append(record)
             self.logger.advance(record)
+            self._check_finite(record)
             if self.iteration % cfg.logging.log_interval == 0 or self.iteration == cfg.train.iterations:
                 record.update(throughput(window_iters, time.perf_counter() - window_start, tokens_per_iteration,
                                          cfg.data.seq_length, self.flops_per_token, dist.get_world_size(),
@@ -188,6 +203,25 @@ class Trainer:
         if cfg.checkpoint.save_dir and ckpt.latest_tag(cfg.checkpoint.save_dir) != ckpt.tag_for(self.iteration):
             self.save()
         return history
+
+    def _check_finite(self, record: Dict[str, float]) -> None:
+        """DeepSpeed applies no optimizer step when the gradient norm is not finite; such a step is
+        allowed ``train.skip_nonfinite_steps`` times, then the run stops before it saves anything,
+        leaving the newest good checkpoint as it was."""
+        bad = nonfinite_parts(record)
+        if not bad:
+            return
+        self.nonfinite_steps += 1
+        allowed = self.cfg.train.skip_nonfinite_steps
+        if self.nonfinite_steps <= allowed:
+            self.log(f"warning: iteration {self.iteration}: non-finite {', '.join(bad)}: optimizer step skipped "
+                     f"({self.nonfinite_steps} of {allowed} allowed by train.skip_nonfinite_steps)")
+            return
+        save_dir = self.cfg.checkpoint.save_dir
+        latest = ckpt.latest_tag(save_dir) if save_dir and os.path.isdir(save_dir) else None
+        kept = f"the newest good checkpoint is {os.path.join(save_dir, latest)}" if latest else "no checkpoint saved"
+        raise TrainingDiverged(f"iteration {self.iteration}: non-finite {', '.join(bad)}; stopped before saving "
+                               f"({kept}); lower optimizer.lr, or skip such steps with train.skip_nonfinite_steps")
 
     # ------------------------------------------------------------------ checkpoints
     def save(self) -> str:
