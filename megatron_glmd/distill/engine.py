@@ -31,6 +31,10 @@ def init_distributed() -> None:
     """
     import deepspeed
 
+    if torch.cuda.is_available():
+        # One device per rank, also when the caller created the process group: LOCAL_RANK indexes
+        # the GPUs this process sees (launch/slurm_task.sh sets 0 where a task sees only its own).
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     if dist.is_initialized():
         deepspeed.init_distributed(dist_backend=dist.get_backend())
         return
@@ -42,8 +46,6 @@ def init_distributed() -> None:
     for var, default in (("MASTER_ADDR", "127.0.0.1"), ("MASTER_PORT", "29500"), ("RANK", "0"),
                          ("WORLD_SIZE", "1"), ("LOCAL_RANK", "0")):
         os.environ.setdefault(var, default)
-    if torch.cuda.is_available():
-        torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
     deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo")
 
 
