@@ -1,4 +1,4 @@
-"""GLM blank-infilling samples (docs/design.md, "Blank-infilling inputs") from a window of text.
+"""GLM blank-infilling samples (docs/design.md, "Blank infilling") from a window of text.
 
 A window of ``L`` tokens may span several documents. It is first put in GLM's sample format
 (:func:`mark_documents`, as GLM's ``BlockDataset`` does): every document piece is preceded by
