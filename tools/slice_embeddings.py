@@ -60,7 +60,8 @@ def main(argv=None) -> int:
                 raise DataError(text if text.startswith(where) else f"{where}: {text}") from None
 
         from megatron_glmd.compress.artifact import check_output_path, write_artifact
-        from megatron_glmd.compress.slicing import check_teacher_vocabulary, compress_vocabulary, kept_ids_for, unk_id_for
+        from megatron_glmd.compress.slicing import (check_teacher_vocabulary, compress_vocabulary, kept_ids_for,
+                                                    unk_id_for)
         from megatron_glmd.config import load_config, preset
         from megatron_glmd.convert.glmd_checkpoint import EMBEDDING, read_checkpoint, read_model_config
         from megatron_glmd.data.vocab_frequency import read_frequency_tsv

@@ -70,9 +70,10 @@ def chunk_rows_for(num_candidates: int, element_bytes: int, max_chunk_bytes: int
     return max(1, max_chunk_bytes // max(1, num_candidates * element_bytes))
 
 
-def _prepare(vectors: torch.Tensor, mapping: str) -> torch.Tensor:
+def _prepare(vectors: torch.Tensor, mapping: str, dim: int = 1) -> torch.Tensor:
+    """Cosine scores are inner products of unit vectors (``dim``: the dimension of one vector)."""
     if mapping == "cosine":
-        return vectors / vectors.norm(dim=1, keepdim=True).clamp_min(_NORM_EPS)
+        return vectors / vectors.norm(dim=dim, keepdim=True).clamp_min(_NORM_EPS)
     return vectors
 
 
@@ -116,11 +117,11 @@ def map_tokens(embedding: torch.Tensor, kept_ids, *, mapping: str = "inner", spe
         raise DataError("the word embedding holds non-finite values")
     device = torch.device(device) if device is not None else default_device()
     dtype = torch.float64 if embedding.dtype == torch.float64 else torch.float32
-    targets = _prepare(embedding[candidates].to(device=device, dtype=dtype), mapping)
+    # The candidates as columns, [h, candidates] (gathered straight into that layout: BLAS's fast
+    # one on the CPU, and a single copy in memory).
+    targets_t = _prepare(embedding.t().index_select(1, candidates).to(device=device, dtype=dtype), mapping, dim=0)
     # euclidean: score = 2<x, c> - |c|^2, one addmm into the buffer with the bias row broadcast.
-    bias = -(targets * targets).sum(dim=1) if mapping == "euclidean" else None
-    targets_t = targets.t().contiguous()   # [h, candidates]: BLAS's fast layout on the CPU
-    del targets
+    bias = -(targets_t * targets_t).sum(dim=0) if mapping == "euclidean" else None
     rows = chunk_rows or chunk_rows_for(candidates.numel(), targets_t.element_size(), max_chunk_bytes)
     rows = min(rows, dropped.numel())
     buffer = torch.empty(rows, candidates.numel(), dtype=dtype, device=device)

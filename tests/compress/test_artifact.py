@@ -70,7 +70,8 @@ def test_compress_vocabulary_summary_and_slice():
     assert spread["dropped_ids"] == hits.max() and spread["target_id"] == targets[hits.argmax()]
     assert spread["target_token"] == t.tokens[spread["target_id"]] and spread["fraction_of_dropped"] == round(
         hits.max() / dropped.size, 6)
-    assert s["teacher"] == {"hidden_size": H, "dtype": "bfloat16"} and s["tokens_sha256"] == tokens_fingerprint(t.tokens)
+    assert s["teacher"] == {"hidden_size": H, "dtype": "bfloat16"}
+    assert s["tokens_sha256"] == tokens_fingerprint(t.tokens)
     unk = compress_vocabulary(e, t, kept, mapping="unk", unk_id=1, progress=False)
     assert unk.summary["map_spread"]["dropped_ids"] == V - 256 and unk.summary["map_spread"]["target_token"] == "[UNK]"
 

@@ -91,7 +91,8 @@ def test_existing_output_is_refused_unless_overwrite(inputs, capsys):
     argv = ["--teacher", str(root / "teacher"), "--frequencies", str(root / "freq.tsv"), "--output",
             str(root / "taken"), "--kept", "128", "--quiet", "--device", "cpu"]
     assert slice_embeddings.main(argv) == 1
-    assert capsys.readouterr().err == f"error: --output: {root / 'taken'}: already exists (pass overwrite to replace it)\n"
+    err = capsys.readouterr().err
+    assert err == f"error: --output: {root / 'taken'}: already exists (pass overwrite to replace it)\n"
     assert slice_embeddings.main(argv + ["--overwrite"]) == 1
     assert "not a vocabulary-compression artifact" in capsys.readouterr().err
     assert (root / "taken" / "x").read_text() == "mine"
