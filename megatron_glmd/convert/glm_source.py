@@ -150,12 +150,16 @@ def read_megatron(path: str) -> GLMSource:
              if m}
     if not found:
         raise ConvertError(folder, "holds no mp_rank_XX_model_states.pt shards")
-    count = max(found) + 1
+    first = torch_load_weights(found[min(found)])
+    # Megatron records the model-parallel size in every shard: it finds a missing last shard too.
+    world = first.get("mp_world_size") if isinstance(first, dict) else None
+    count = max(max(found) + 1, world if isinstance(world, int) else 0)
     files = [found.get(r, os.path.join(folder, f"mp_rank_{r:02d}_model_states.pt")) for r in range(count)]
     for rank, file in enumerate(files):
         if rank not in found:
-            raise ConvertError(file, f"missing: shard {rank} of the {count} that mp_rank_{count - 1:02d} implies")
-    shards = [_tensor_dict(torch_load_weights(f), f) for f in files]
+            raise ConvertError(file, f"missing: shard {rank} of {count} (model-parallel size "
+                                     f"{'mp_world_size=' + str(world) if world == count else 'from the shard names'})")
+    shards = [_tensor_dict(first if r == 0 else torch_load_weights(f), f) for r, f in enumerate(files)]
     return GLMSource("megatron", path, files, merge_megatron_shards(shards, files))
 
 

@@ -56,8 +56,11 @@ def convert(tmp_path, source, *extra):
 
 
 def test_missing_shard(tmp_path, megatron4):
+    os.remove(shard(megatron4, 3))       # the last one: only the shards' own mp_world_size tells
+    fails(convert(tmp_path, megatron4, *GLM), shard(megatron4, 3), "missing: shard 3 of 4 (model-parallel size "
+                                                                   "mp_world_size=4)")
     os.remove(shard(megatron4, 1))
-    fails(convert(tmp_path, megatron4, *GLM), shard(megatron4, 1), "missing: shard 1 of the 4")
+    fails(convert(tmp_path, megatron4, *GLM), shard(megatron4, 1), "missing: shard 1 of 4")
 
 
 def test_shard_of_another_model(tmp_path, megatron4):
