@@ -77,11 +77,11 @@ def main(argv=None) -> int:
         if args.student_model:
             load = load_config if os.path.isfile(args.student_model) else preset
             student = step("--student-model", load, args.student_model)
-            width = getattr(student, "embedding_size", None) or student.hidden_size
+            width = student.embedding_size or student.hidden_size
         where = os.path.join(args.teacher, "config.yaml")
         teacher_config, _, _ = step(args.teacher, read_model_config, args.teacher)
         step(where, check_teacher_vocabulary, table, teacher_config.vocab_size)
-        if getattr(teacher_config, "embedding_size", None):
+        if teacher_config.embedding_size:
             raise DataError(f"{where}: embedding_size: a factorised teacher embedding is not supported")
 
         _, state = step(args.teacher, read_checkpoint, args.teacher)

@@ -96,3 +96,20 @@ def test_existing_output_is_refused_unless_overwrite(inputs, capsys):
     assert slice_embeddings.main(argv + ["--overwrite"]) == 1
     assert "not a vocabulary-compression artifact" in capsys.readouterr().err
     assert (root / "taken" / "x").read_text() == "mine"
+
+
+def test_factorised_teacher_is_refused(tmp_path, capsys):
+    config = CONFIG.replace(embedding_size=16)
+    state = {k: torch.zeros(v.shape) for k, v in GLMStage(config).state_dict().items()}
+    state["word_embeddings.weight"] = state["word_embeddings.weight"][:V].clone()
+    write_checkpoint(str(tmp_path / "teacher"), config, state)
+    counts = np.ones(V, dtype=np.int64)
+    write_frequency_tsv(str(tmp_path / "f.tsv"), TOKENS, counts, rank_vocabulary(counts, range(10)),
+                        special_ids=range(10))
+    argv = ["--teacher", str(tmp_path / "teacher"), "--frequencies", str(tmp_path / "f.tsv"), "--ratio", "0.5",
+            "--output", str(tmp_path / "vc"), "--student-model", str(tmp_path / "student.yaml")]
+    (tmp_path / "student.yaml").write_text("preset: tiny-student\nembedding_size: 8\n", encoding="utf-8")
+    assert slice_embeddings.main(argv) == 1
+    err = capsys.readouterr().err
+    assert err == (f"error: {tmp_path / 'teacher' / 'config.yaml'}: embedding_size: a factorised teacher embedding "
+                   "is not supported\n")
