@@ -23,7 +23,8 @@ from tools._cli import run  # noqa: E402
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-prefix", nargs="+", required=True)
-    p.add_argument("--tokenizer-model", required=True)
+    p.add_argument("--tokenizer-model", required=True,
+                   help="SentencePiece .model, or GLM's BPE files (a folder, vocab.json or tokenizer.json)")
     p.add_argument("--output", required=True)
     p.add_argument("--protected-tokens", help="file with one vocabulary piece per line")
     p.add_argument("--workers", type=int, default=1)
@@ -37,10 +38,10 @@ def main(argv=None) -> int:
 
     def body():
         from megatron_glmd.data.errors import DataError
-        from megatron_glmd.data.tokenizer import GLMTokenizer
+        from megatron_glmd.data.tokenizer import load_tokenizer
         from megatron_glmd.compress.ranking import rank_vocabulary, special_token_ids
         from megatron_glmd.data.vocab_frequency import count_token_ids, read_protected_tokens, write_frequency_tsv
-        tok = GLMTokenizer(args.tokenizer_model)
+        tok = load_tokenizer(args.tokenizer_model)
         protected = read_protected_tokens(args.protected_tokens, tok.token_to_id) if args.protected_tokens else []
         out_dir = os.path.dirname(os.path.abspath(args.output))
         if not os.path.isdir(out_dir):

@@ -17,10 +17,10 @@ import numpy as np
 
 from ..data.errors import DataError
 
-# The tokenizer attributes that name special ids (data/tokenizer.py): none of them is ever a
-# mapping target, all of them are protected.
+# The tokenizer attributes that name special ids (data/tokenizer.py, data/glm_bpe.py; None where a
+# tokenizer lacks the role): none of them is ever a mapping target, all of them are protected.
 SPECIAL_ID_ATTRIBUTES = ("pad_id", "unk_id", "cls_id", "sep_id", "mask_id", "smask_id", "gmask_id",
-                         "sop_id", "eop_id", "dblock_id")
+                         "sop_id", "eop_id", "dblock_id", "eod_id")
 
 
 def special_token_ids(tokenizer) -> List[int]:

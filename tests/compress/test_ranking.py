@@ -32,9 +32,11 @@ def test_ranking_hand_case():
 def test_special_ids_come_from_the_tokenizer(tokenizer):
     assert special_token_ids(tokenizer) == list(range(10))
 
-    class Bpe:  # GLM's BPE tokenizer puts its command tokens after the GPT-2 pieces; pad == eos
-        pad_id, unk_id, mask_id, sop_id, eop_id, cls_id = 50256, 50263, 50260, 50257, 50258, 50259
-    assert special_token_ids(Bpe()) == [50256, 50257, 50258, 50259, 50260, 50263]
+    class Bpe:  # GLM's BPE tokenizer puts its command tokens after the GPT-2 pieces; pad == eod
+        pad_id = eod_id = 50256
+        sop_id, eop_id, cls_id, mask_id, sep_id, unk_id, gmask_id, smask_id = range(50257, 50265)
+        dblock_id = None
+    assert special_token_ids(Bpe()) == list(range(50256, 50265))
 
 
 @pytest.mark.parametrize("v,r,k", [(30592, 0.5, 15360), (1000, 0.1, 128), (1536, 1.0, 1536), (50304, 0.25, 12672),
