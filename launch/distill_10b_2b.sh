@@ -5,35 +5,47 @@
 #   bash launch/distill_10b_2b.sh --dry-run [--set ...]               # print the plan, start nothing
 #
 # --dry-run works inside an allocation (uses its Slurm variables) and outside one (assumes the
-# allocation the #SBATCH lines below request). It prints the layout, per-stage layer ranges and
-# per-GPU memory, whether that fits an A100-40GB, the modelled cost, and the exact srun command.
+# allocation the #SBATCH lines below request). It prints the layout, per-stage layer ranges,
+# FLOPs and time per micro-batch, per-GPU memory and whether it fits an A100-40GB, the modelled
+# step time, hours, MFU and HFU, and the exact srun command.
 #
-# Layout: TP=4, PP=5, DP=2. Why:
+# Layout: TP=2, PP=5, DP=4, micro-batch 1. Why (glmd-launch-plan --rank, the planner's time model):
 #   * 40 = TP x PP x DP. TP <= 8 keeps tensor parallelism inside a node (NVLink), and TP must divide
 #     both models' heads (64 and 32): TP in {1, 2, 4, 8}. DP must divide the global batch 64, so DP
 #     is a power of two too. The factor 5 of 40 can therefore only go into PP: PP in {5, 10, 20}.
-#     PP = 5, the smallest, gives the smallest pipeline bubble and one stage per node.
-#   * That leaves TP x DP = 8 inside each node. TP=4, DP=2 keeps every TP all-reduce and every DP
-#     gradient reduction on the node's NVLink; only the pipeline's point-to-point activations
-#     (student and teacher hidden states, 2 x 512 x (2048 + 4096) bf16 values per micro-batch)
-#     cross InfiniBand between consecutive nodes.
-#   * Micro-batch 1 with 64 / 2 = 32 micro-batches per DP replica keeps the 1F1B bubble at
-#     (p-1)/(m+p-1) = 4/36 = 11%. TP=2/DP=4 would give 16 micro-batches (bubble 20%), TP=1/DP=8
-#     8 (33%); TP=8/DP=1 (bubble 6%) splits the 2048-wide student into 256-wide shards whose
-#     matmuls are too small to hide two all-reduces per layer. The one-node run of the paper's code
-#     used the same TP=4, DP=2.
-#   * Memory is not the constraint at this layout (about 2.7 GiB of model state and activations
-#     per GPU; --dry-run prints the table), so micro-batch 1 costs nothing.
+#   * Among the 53 such layouts (x micro-batch sizes) that fit an A100-40GB, the planner models
+#     each step as (m + p - 1) x the slowest stage (compute at 60% of peak, TP all-reduces on
+#     NVLink, pipeline sends on InfiniBand) plus the ZeRO-1 and tied-embedding reductions:
+#       rank  layout                 bubble  spread   step s   hours    MFU    HFU  peak GiB
+#          1  TP=2 PP=5 DP=4 mb=1     20.0%   +3.3%    0.257    10.7  32.8%  36.7%      8.32
+#          2  TP=2 PP=10 DP=2 mb=1    22.0%   +3.6%    0.266    11.1  31.6%  35.4%      6.95
+#          3  TP=4 PP=5 DP=2 mb=1     11.1%   +3.3%    0.278    11.6  30.3%  33.8%      6.67
+#          5  TP=1 PP=5 DP=8 mb=1     33.3%   +3.3%    0.287    11.9  29.4%  32.9%     11.65
+#     TP=2 PP=5 DP=4 beats TP=4 PP=5 DP=2 by 21.5 ms/step (7.7%): TP all-reduce -41.7 ms, bubble
+#     +18.1 ms, pipeline sends -14.1 ms. At a fixed global batch a GPU's all-reduce traffic grows
+#     with TP - 1 and its share of the pipeline sends with DP's micro-batch count, while the bubble
+#     shrinks only as 1/TP: TP=4 halves the bubble of TP=2 but pays more in communication than that
+#     saves; TP=1 (bubble 33%) pays more in bubble than TP=2 pays in all-reduces. PP=5 (one stage per
+#     node) beats PP=10 by 9.4 ms: a smaller bubble. The order holds with the latency at 5 or 20 us,
+#     NVLink at 150-400 GB/s, InfiniBand at 10-40 GB/s and 45-75% sustained matmul efficiency; the
+#     model leaves out that smaller TP shards run their GEMMs less efficiently, which favours TP=2
+#     over TP=4 further. (The paper's one-node run used MP=4, DP=2.) The teacher checkpoint must be
+#     at the run's TP: tools/convert_glm_checkpoint.py --tp 2.
+#   * Memory is not the constraint (about 4.3 GiB of model state and activations per GPU on the
+#     fullest stage; --dry-run prints the table), so micro-batch 1 costs nothing.
+#   * Layers are balanced by FLOPs (megatron_glmd/model/partition.py): whole layers allow no
+#     spread (max/mean - 1) below +3.27% at PP=5 (the old even split had +6.9%), see --dry-run.
 #
 # Requeue: Slurm sends USR1 to this shell 180 s before the time limit; the trap forwards it to
 # the srun step (srun passes it to every rank), glmd-train saves a checkpoint at the end of the
-# current iteration and exits, then the trap requeues the job (same job id) and exits cleanly.
-# The requeued job resumes from checkpoint.save_dir/latest with nothing repeated. A failing
-# training step is not requeued (a crash should be looked at, not looped); node failures are,
-# through --requeue (they resume from the last periodic checkpoint).
+# current iteration and exits with status 75 (EX_TEMPFAIL: saved, stopped on request). Only that
+# status requeues the job (same job id); it resumes from checkpoint.save_dir/latest with nothing
+# repeated. Status 0 means the run finished. Any other status is a failure: it is logged and not
+# requeued (a crash should be looked at, not looped); node failures are requeued by Slurm itself
+# (--requeue) and resume from the last periodic checkpoint.
 #
 # Paths come from the environment when set (else from the run config):
-#   GLMD_TEACHER_CKPT  GLM-10B pretrain checkpoint at TP=4      -> teacher_checkpoint
+#   GLMD_TEACHER_CKPT  GLM-10B pretrain checkpoint at TP=2      -> teacher_checkpoint
 #   GLMD_TRAIN_PREFIX / GLMD_VALID_PREFIX  dataset prefixes      -> data.train_prefix / data.valid_prefix
 #   GLMD_TOKENIZER     SentencePiece model                       -> data.tokenizer_model
 #   GLMD_SAVE_DIR      checkpoints, config, TensorBoard          -> checkpoint.save_dir, logging.tensorboard_dir
@@ -47,7 +59,7 @@
 #SBATCH --cpus-per-task=8
 #SBATCH --exclusive                    # whole nodes: NVLink and the IB adapters are not shared
 #SBATCH --mem=0                        # all of each node's host memory
-#SBATCH --time=12:00:00                # the modelled run is ~9 h; requeue covers anything longer
+#SBATCH --time=12:00:00                # the modelled run is ~11 h; requeue covers anything longer
 #SBATCH --requeue                      # also requeue (and so resume) after a node failure
 #SBATCH --signal=B:USR1@180            # USR1 to this batch shell (B:) 180 s before the time limit
 #SBATCH --open-mode=append             # a requeued job appends to the same log
@@ -75,13 +87,22 @@ while (($#)); do
 done
 
 # Under sbatch this file runs from a copy in Slurm's spool directory, so find the repository from
-# the submit directory first, then from the script's own location.
-if [[ -z "${GLMD_ROOT:-}" ]]; then
-    if [[ -n "${SLURM_SUBMIT_DIR:-}" && -f "$SLURM_SUBMIT_DIR/launch/distill_10b_2b.sh" ]]; then
-        GLMD_ROOT="$SLURM_SUBMIT_DIR"
-    else
-        GLMD_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# GLMD_ROOT, else the submit directory, else the script's own location (a run outside sbatch).
+is_repo() { [[ -n "$1" && -f "$1/launch/distill_10b_2b.sh" ]]; }
+if [[ -n "${GLMD_ROOT:-}" ]]; then
+    if ! is_repo "$GLMD_ROOT"; then
+        echo "error: GLMD_ROOT=$GLMD_ROOT holds no launch/distill_10b_2b.sh: point it at the repository" >&2
+        exit 2
     fi
+elif is_repo "${SLURM_SUBMIT_DIR:-}"; then
+    GLMD_ROOT="$SLURM_SUBMIT_DIR"
+elif is_repo "$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"; then
+    GLMD_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+else
+    echo "error: cannot find the repository: no launch/distill_10b_2b.sh under" \
+         "SLURM_SUBMIT_DIR=${SLURM_SUBMIT_DIR:-<unset>} or GLMD_ROOT; submit from the repository root" \
+         "or set GLMD_ROOT" >&2
+    exit 2
 fi
 cd "$GLMD_ROOT"
 export PYTHONPATH="$GLMD_ROOT${PYTHONPATH:+:$PYTHONPATH}"
@@ -144,10 +165,13 @@ export OMP_NUM_THREADS="${OMP_NUM_THREADS:-${SLURM_CPUS_PER_TASK:-8}}"
 source "$GLMD_ROOT/launch/config_overrides.sh"   # not BASH_SOURCE: sbatch runs a spooled copy
 glmd_set_args -- ${USER_SETS[@]+"${USER_SETS[@]}"}
 
-# srun starts one task per GPU; every task sees the node's 8 GPUs and takes GPU LOCAL_RANK
-# (no --gpus-per-task, which would hide all but one GPU from each task on some clusters).
+# srun starts one task per GPU. launch/slurm_task.sh picks the task's GPU from what it sees: device
+# 0 where the site binds one GPU per task, else GPU SLURM_LOCALID of the node's GPUs.
+# --distribution=block: consecutive ranks on the same node (ranks 8k..8k+7 on node k), which the
+# layout relies on: TP and DP groups inside a node, one pipeline stage per node.
 # --kill-on-bad-exit: one failed rank ends the whole step rather than leaving the others in NCCL.
-LAUNCH=(srun --nodes="$NNODES" --ntasks="$NTASKS" --ntasks-per-node="$GPUS_PER_NODE" --kill-on-bad-exit=1)
+LAUNCH=(srun --nodes="$NNODES" --ntasks="$NTASKS" --ntasks-per-node="$GPUS_PER_NODE" --distribution=block
+        --kill-on-bad-exit=1)
 [[ -n "${SLURM_CPUS_PER_TASK:-}" ]] && LAUNCH+=(--cpus-per-task="$SLURM_CPUS_PER_TASK")  # srun does not inherit it
 LAUNCH+=(bash launch/slurm_task.sh "$PYTHON" -m megatron_glmd.cli.train --config "$CONFIG"
          ${SET_ARGS[@]+"${SET_ARGS[@]}"})
@@ -166,20 +190,34 @@ if ((DRY_RUN)); then
 fi
 
 # ---------------------------------------------------------------- run, requeue on USR1
-requeue() {
+EX_TEMPFAIL=75   # glmd-train: saved a checkpoint and stopped because a signal asked it to
+finish() {       # $1: the training step's exit status
+    local rc=$1
+    case "$rc" in
+        0) echo "$(date -u +%FT%TZ) training finished (status 0)"
+           exit 0 ;;
+        "$EX_TEMPFAIL")
+           echo "$(date -u +%FT%TZ) the ranks saved a checkpoint and stopped (status $rc):" \
+                "requeueing job $JOB_ID (training resumes from its latest checkpoint)"
+           scontrol requeue "$JOB_ID" || { echo "error: scontrol requeue $JOB_ID failed" >&2; exit 1; }
+           exit 0 ;;
+        *) echo "$(date -u +%FT%TZ) training step failed with status $rc: not requeued (a failure is for" \
+                "a person to look at; the last checkpoint is in the run's save_dir)"
+           exit "$rc" ;;
+    esac
+}
+on_usr1() {
     echo "$(date -u +%FT%TZ) USR1: time limit near; asking the ranks to save and stop"
     kill -USR1 "$STEP_PID" 2>/dev/null || true   # srun forwards the signal to every task
-    wait "$STEP_PID" || true                     # the ranks save a checkpoint and exit
-    echo "$(date -u +%FT%TZ) requeueing job $JOB_ID (training resumes from its latest checkpoint)"
-    scontrol requeue "$JOB_ID"
-    exit 0
+    local rc=0
+    wait "$STEP_PID" || rc=$?                    # the ranks save a checkpoint and exit
+    finish "$rc"
 }
-trap requeue USR1
+trap on_usr1 USR1
 # srun in the background and `wait`: bash runs a trap only between commands, and `wait`
 # returns as soon as a trapped signal arrives.
 "${LAUNCH[@]}" &
 STEP_PID=$!
 rc=0
 wait "$STEP_PID" || rc=$?
-echo "$(date -u +%FT%TZ) training step exited with status $rc"
-exit "$rc"
+finish "$rc"

@@ -1,40 +1,26 @@
-"""The planner (glmd-launch-plan) as a library and CLI, and launch/distill_local.sh --dry-run."""
+"""The planner (megatron_glmd.plan) through its CLI glmd-launch-plan, and launch/distill_local.sh --dry-run."""
 import math
 import os
+import re
+import subprocess
+import sys
 
 import pytest
 import yaml
 
 from megatron_glmd.cli import launch_plan
-from megatron_glmd.cli.launch_plan import PlanError, build_plan, check_layout, expand_nodelist, resolve_teacher
-from megatron_glmd.config import preset
-from megatron_glmd.config import load_run_config
+from megatron_glmd.config import load_run_config, preset
+from megatron_glmd.model.partition import run_partition
+from megatron_glmd.plan import PlanError
+from megatron_glmd.plan.build import build_plan
+from megatron_glmd.plan.layout import check_layout, resolve_teacher
 
 from .helpers import LOCAL_SCRIPT, REPO, clean_env, error_lines, launch_command, layer_rows, memory_rows, run
 
 CONFIG_10B = os.path.join(REPO, "launch", "configs", "distill_10b_2b.yaml")
 
 
-@pytest.mark.parametrize("nodelist, hosts", [
-    ("gpu[01-05]", ["gpu01", "gpu02", "gpu03", "gpu04", "gpu05"]),
-    ("node7", ["node7"]),
-    ("a[8-10],b1", ["a8", "a9", "a10", "b1"]),
-    ("gpu[098-101,200]", ["gpu098", "gpu099", "gpu100", "gpu101", "gpu200"]),
-    ("r[1-2]n[3,5]-ib", ["r1n3-ib", "r1n5-ib", "r2n3-ib", "r2n5-ib"]),
-])
-def test_expand_nodelist(nodelist, hosts):
-    assert expand_nodelist(nodelist) == hosts
-
-
-@pytest.mark.parametrize("bad", ["gpu[01-05", "gpu[a-b]", "gpu[1-2],,x"])
-def test_expand_nodelist_rejects_what_it_cannot_parse(bad):
-    with pytest.raises(PlanError, match="cannot parse"):
-        expand_nodelist(bad)
-
-
-def test_only_pp_multiple_of_5_fits_40_gpus_and_tp4_dp2_has_the_smallest_bubble_on_one_node_per_stage():
-    """The layout reasoning of launch/distill_10b_2b.sh, checked against the planner's refusals."""
-    cfg = load_run_config(CONFIG_10B)
+def test_layout_checks_accept_exactly_the_valid_layouts_of_40_gpus():
     accepted = {}
     for tp in range(1, 41):
         for pp in range(1, 41):
@@ -51,25 +37,19 @@ def test_only_pp_multiple_of_5_fits_40_gpus_and_tp4_dp2_has_the_smallest_bubble_
                 assert not valid, (tp, pp)
                 continue
             assert valid, (tp, pp)
-    assert accepted and all(pp % 5 == 0 for _, pp in accepted)
-    assert min(pp for _, pp in accepted) == 5
-    # Among PP=5 layouts (one stage per node), the bubble shrinks as TP grows: 33%, 20%, 11%, 6%.
-    bubbles = {tp: (5 - 1) / (64 // dp + 5 - 1) for (tp, pp), dp in accepted.items() if pp == 5}
-    assert sorted(bubbles) == [1, 2, 4, 8]
-    assert bubbles[4] == pytest.approx(4 / 36)
-    assert cfg.parallel.tp == 4 and cfg.parallel.pp == 5
+    # The factor 5 of 40 can only go into PP: PP in {5, 10, 20}.
+    assert accepted and {pp for _, pp in accepted} == {5, 10, 20}
 
 
 @pytest.mark.parametrize("pp", [1, 2, 3, 5, 7, 12])
-def test_stage_layer_ranges_partition_both_models(pp):
+def test_plan_holds_the_engines_partition(pp):
     cfg = load_run_config(CONFIG_10B, [f"parallel.pp={pp}", "parallel.tp=1"])
     plan = build_plan(cfg, nodes=1, gpus_per_node=pp, teacher=preset("glm-10b"))
-    for attr, layers in (("student_layers", 36), ("teacher_layers", 48)):
-        ranges = [getattr(s, attr) for s in plan.stages]
+    assert [s.layers for s in plan.stages] == run_partition(cfg, preset("glm-10b"))
+    for attr, layers in (("student", 36), ("teacher", 48)):
+        ranges = [getattr(s.layers, attr) for s in plan.stages]
         assert ranges[0][0] == 0 and ranges[-1][1] == layers
-        assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:]))
-        sizes = [e - s for s, e in ranges]
-        assert max(sizes) - min(sizes) <= 1 and min(sizes) >= 1
+        assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:])) and all(e > s for s, e in ranges)
 
 
 def test_rank_to_stage_and_node_mapping():
@@ -91,19 +71,22 @@ def test_fp32_memory_and_no_checkpointing_activations_are_larger():
                       teacher=preset("glm-10b"))
     full = build_plan(load_run_config(CONFIG_10B, ["train.checkpoint_activations=false"]), nodes=5,
                       gpus_per_node=8, teacher=preset("glm-10b"))
+    tp, dp = base.tp, base.dp
     for b, f, a in zip(base.stages, fp32.stages, full.stages):
-        n = b.student_params
-        assert f.student_weights_grads == 8 * n and f.optimizer == math.ceil(8 * n / 2)
-        assert b.student_weights_grads == 6 * n and b.optimizer == math.ceil(12 * n / 2)  # fp32 grad accum
-        assert f.teacher_weights == 2 * b.teacher_weights
+        n = b.memory.student_params
+        assert f.memory.student_weights_grads == 8 * n and f.memory.optimizer == math.ceil(8 * n / dp)
+        assert b.memory.student_weights_grads == 6 * n and b.memory.optimizer == math.ceil(12 * n / dp)
+        assert f.memory.teacher_weights == 2 * b.memory.teacher_weights
         # Without checkpointing every in-flight micro-batch keeps each layer's full activations
-        # instead of its input, and no layer is recomputed: the difference is exactly that.
-        s_, b_, h, heads, tp = 512, 1, 2048, 32, 4
+        # instead of its input, and no layer is recomputed: the difference is exactly that (same
+        # layers: the partition without recompute is computed again for `full`, so use its ranges).
+        s_, b_, h, heads = 512, 1, 2048, 32
         layer_full = s_ * b_ * h * (10 + 24 / tp + 5 * heads * s_ / (h * tp))
-        layers = b.student_layers[1] - b.student_layers[0]
-        in_flight = min(5 - b.pp_rank, 32)
-        expected = in_flight * layers * (layer_full - 2 * s_ * b_ * h) - layer_full
-        assert a.student_activations - b.student_activations == pytest.approx(expected)
+        in_flight = min(5 - b.pp_rank, 64 // dp)
+        layers_b = b.layers.student[1] - b.layers.student[0]
+        layers_a = a.layers.student[1] - a.layers.student[0]
+        expected = in_flight * (layers_a * layer_full - layers_b * 2 * s_ * b_ * h) - layer_full
+        assert a.memory.student_activations - b.memory.student_activations == pytest.approx(expected)
 
 
 def test_teacher_shape_from_checkpoint_or_flag(tmp_path):
@@ -124,25 +107,58 @@ def test_teacher_shape_from_checkpoint_or_flag(tmp_path):
     assert resolve_teacher(load_run_config(CONFIG_10B, ["mode=pretrain"]), None) is None
 
 
-def test_teacher_vocab_and_heads_are_checked():
+def test_teacher_vocab_and_heads_are_checked_by_the_trainers_check():
     cfg = load_run_config(CONFIG_10B)
-    with pytest.raises(PlanError, match="teacher vocab_size=30522, student model.vocab_size=50257"):
+    vocab = cfg.model.vocab_size
+    with pytest.raises(PlanError, match=f"teacher vocab_size=30522, student vocab_size={vocab}: teacher and student "
+                                        "must share the vocabulary"):
         build_plan(cfg, nodes=5, gpus_per_node=8, teacher=preset("glm-10b", vocab_size=30522))
-    with pytest.raises(PlanError, match="teacher model: tensor-parallel size 4 must divide num_attention_heads"):
-        build_plan(cfg, nodes=5, gpus_per_node=8, teacher=preset("glm-10b", num_attention_heads=2, hidden_size=4096))
+    with pytest.raises(PlanError, match="teacher model: tensor-parallel size 2 must divide num_attention_heads"):
+        build_plan(cfg, nodes=5, gpus_per_node=8, teacher=preset("glm-10b", num_attention_heads=1))
 
 
 def test_cli_error_is_one_line_and_exit_2(capsys):
     assert launch_plan.main(["--config", CONFIG_10B, "--nodes", "3", "--teacher-model", "glm-10b"]) == 2
     out, err = capsys.readouterr()
     assert err.splitlines() == ["error: world size 24 (3 nodes x 8 GPUs) is not divisible by "
-                                "parallel.tp x parallel.pp = 4 x 5 = 20"]
+                                "parallel.tp x parallel.pp = 2 x 5 = 10"]
     assert out == ""
     assert launch_plan.main(["--config", CONFIG_10B, "--nodes", "5", "--teacher-model", "glm-10b",
                              "--gpu-memory-gib", "6"]) == 2
     out, err = capsys.readouterr()
     assert "DOES NOT FIT" in out            # the table is printed, then the refusal
     assert len(error_lines(err)) == 1 and err.startswith("error: memory over budget: stage 0 needs")
+    assert launch_plan.main(["--config", CONFIG_10B, "--nodes", "5", "--teacher-model", "glm-10b",
+                             "--matmul-efficiency", "1.5"]) == 2
+    assert capsys.readouterr().err.startswith("error: the time model needs 0 < --matmul-efficiency <= 1")
+
+
+def test_cli_rank_lists_layouts_fastest_first_with_the_reason(capsys):
+    assert launch_plan.main(["--config", CONFIG_10B, "--nodes", "5", "--teacher-model", "glm-10b", "--rank",
+                             "--top", "6"]) == 0
+    out = capsys.readouterr().out
+    rows = re.findall(r"^\s+(\d+)  TP=(\d+) PP=(\d+) DP=(\d+) mb=(\d+)\s+([\d.]+)%\s+([+\d.]+)%\s+([\d.]+)\s+"
+                      r"([\d.]+)\s+([\d.]+)%\s+([\d.]+)%\s+([\d.]+)$", out, re.M)
+    assert [int(r[0]) for r in rows] == list(range(1, 7)), out
+    steps = [float(r[7]) for r in rows]
+    assert steps == sorted(steps)
+    for r in rows:
+        tp, pp, dp, mb = map(int, r[1:5])
+        assert tp * pp * dp == 40
+        assert float(r[5]) == pytest.approx(100 * (pp - 1) / (64 // (dp * mb) + pp - 1), abs=0.05)
+        assert float(r[8]) == pytest.approx(150_000 * float(r[7]) / 3600, abs=0.2)
+    # The run config's layout is the model's fastest, and the output says why it beats the runner-up.
+    assert rows[0][1:5] == ("2", "5", "4", "1")
+    assert re.search(r"^why: +TP=2 PP=5 DP=4 mb=1 beats TP=\d+ PP=\d+ DP=\d+ mb=\d+ by [\d.]+ ms/step", out, re.M)
+    assert "config:      the run config's layout ranks first" in out
+
+
+def test_expand_nodelist_cli_imports_no_torch():
+    code = ("import sys; from megatron_glmd.cli import launch_plan; rc = launch_plan.main(['--expand-nodelist', "
+            "'gpu[1-2]']); assert rc == 0; print(sorted(m for m in sys.modules if m.split('.')[0] == 'torch'))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["gpu1", "gpu2", "[]"]
 
 
 def test_local_dry_run_one_node():

@@ -1,0 +1,143 @@
+"""The time model of one training step under DeepSpeed's 1F1B pipeline with ZeRO-1.
+
+Per micro-batch, one GPU of stage k spends (all transfers blocking, as in DeepSpeed's engine)::
+
+    t_k = F_k·b·s / (TP · peak · efficiency)               compute: the stage's hardware FLOPs
+        + Σ all-reduces of b·s·h 16-bit values over TP      2 per layer forward (attention and MLP
+                                                            outputs), 2 more in backward, 2 more in
+                                                            the recompute; teacher layers forward only;
+                                                            the embeddings' forward, the logits' backward
+        + the pipeline sends and receives of the stage      student + teacher hidden forward,
+                                                            the student's gradient backward
+
+A step of m micro-batches on p stages takes ``(m + p − 1) · max_k t_k`` (1F1B: the slowest stage
+sets the pace, and p − 1 of its slots are bubble), then the tied word embedding's gradient
+all-reduce between the first and the last stage, then ZeRO-1's gradient reduce-scatter (fp32, the
+trainer's ``communication_data_type``) and parameter all-gather (the weights' dtype) over DP.
+
+A collective of B bytes over n ranks costs ``latency + c·(n − 1)/n · B / bus bandwidth`` with
+c = 2 for all-reduce and 1 for reduce-scatter and all-gather (NCCL's bus-bandwidth convention); a
+point-to-point transfer ``latency + B / bandwidth``. Traffic inside a node uses the NVLink figure,
+traffic that leaves a node the InfiniBand one (see :mod:`.hardware`).
+
+Not modelled: overlap of communication with compute (the engine has none), GEMM efficiency that
+falls with smaller TP shards, the optimizer step, the loss kernel, data loading, stragglers.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, List, Optional
+
+from ..config import ModelConfig
+from ..model.flops import StageFlops
+from ..model.partition import StageLayers
+from .hardware import Hardware
+
+ALL_REDUCE, HALF_COLLECTIVE = 2.0, 1.0
+
+
+def collective_seconds(hw: Hardware, nbytes: float, ranks: int, factor: float, inter_node: bool) -> float:
+    if ranks <= 1:
+        return 0.0
+    bandwidth = (hw.ib_gbps if inter_node else hw.nvlink_gbps) * 1e9
+    return hw.comm_latency_us * 1e-6 + factor * (ranks - 1) / ranks * nbytes / bandwidth
+
+
+def send_seconds(hw: Hardware, nbytes: float, inter_node: bool) -> float:
+    bandwidth = (hw.ib_gbps if inter_node else hw.nvlink_gbps) * 1e9
+    return hw.comm_latency_us * 1e-6 + nbytes / bandwidth
+
+
+@dataclass(frozen=True)
+class StageTime:
+    """Seconds per micro-batch on one GPU of a stage."""
+
+    compute: float
+    tp_comm: float
+    p2p: float
+
+    @property
+    def total(self) -> float:
+        return self.compute + self.tp_comm + self.p2p
+
+
+@dataclass(frozen=True)
+class StageShape:
+    """What the time of a stage depends on besides its FLOPs."""
+
+    layers: StageLayers
+    first: bool
+    last: bool
+    recv_inter_node: bool     # the link to the previous stage leaves the node
+    send_inter_node: bool     # the link to the next stage leaves the node
+
+
+def stage_time(hw: Hardware, flops: StageFlops, shape: StageShape, student: ModelConfig,
+               teacher: Optional[ModelConfig], *, tp: int, micro_batch: int, seq: int, recompute: bool,
+               act_bytes: int) -> StageTime:
+    tokens = micro_batch * seq
+    compute = flops.total * tokens / (tp * hw.peak_tflops * 1e12 * hw.matmul_efficiency)
+
+    def all_reduces(count: int, hidden: int) -> float:
+        return count * collective_seconds(hw, tokens * hidden * act_bytes, tp, ALL_REDUCE, False)
+
+    n_s = shape.layers.student[1] - shape.layers.student[0]
+    tp_comm = all_reduces(n_s * (6 if recompute else 4) + shape.first + shape.last, student.hidden_size)
+    if teacher is not None and shape.layers.teacher is not None:
+        n_t = shape.layers.teacher[1] - shape.layers.teacher[0]
+        tp_comm += all_reduces(2 * n_t + shape.first, teacher.hidden_size)
+    forward = tokens * act_bytes * (student.hidden_size + (teacher.hidden_size if teacher is not None else 0))
+    backward = tokens * act_bytes * student.hidden_size
+    p2p = 0.0
+    if not shape.first:        # receive the forward, send the gradient back
+        p2p += send_seconds(hw, forward, shape.recv_inter_node) + send_seconds(hw, backward, shape.recv_inter_node)
+    if not shape.last:         # send the forward, receive the gradient
+        p2p += send_seconds(hw, forward, shape.send_inter_node) + send_seconds(hw, backward, shape.send_inter_node)
+    return StageTime(compute=compute, tp_comm=tp_comm, p2p=p2p)
+
+
+@dataclass(frozen=True)
+class StepTime:
+    stages: List[StageTime]
+    micro_batches: int
+    dp_comm: float            # ZeRO-1 reduce-scatter + all-gather of the slowest stage
+    tie_comm: float           # word-embedding gradient all-reduce between first and last stage
+
+    @property
+    def pp(self) -> int:
+        return len(self.stages)
+
+    @property
+    def slowest(self) -> int:
+        return max(range(self.pp), key=lambda k: self.stages[k].total)
+
+    @property
+    def pipeline(self) -> float:
+        return (self.micro_batches + self.pp - 1) * self.stages[self.slowest].total
+
+    @property
+    def total(self) -> float:
+        return self.pipeline + self.tie_comm + self.dp_comm
+
+    def parts(self) -> Dict[str, float]:
+        """The step split into parts that add up to ``total`` (the slowest stage's view)."""
+        t, m = self.stages[self.slowest], self.micro_batches
+        return {"compute": m * t.compute, "TP all-reduce": m * t.tp_comm, "pipeline sends": m * t.p2p,
+                "bubble": (self.pp - 1) * t.total, "DP reduce": self.dp_comm, "embedding tie": self.tie_comm}
+
+
+def zero1_seconds(hw: Hardware, params_per_gpu: int, dp: int, grad_bytes: int, weight_bytes: int,
+                  inter_node: bool) -> float:
+    """Gradient reduce-scatter then updated-weights all-gather over the DP group."""
+    return (collective_seconds(hw, params_per_gpu * grad_bytes, dp, HALF_COLLECTIVE, inter_node)
+            + collective_seconds(hw, params_per_gpu * weight_bytes, dp, HALF_COLLECTIVE, inter_node))
+
+
+def tie_seconds(hw: Hardware, student: ModelConfig, tp: int, pp: int, grad_bytes: int, inter_node: bool) -> float:
+    """All-reduce of the word embedding's gradient shard (and of a factorised embedding's projection)
+    between the first and the last stage."""
+    if pp == 1:
+        return 0.0
+    width = student.embedding_size or student.hidden_size
+    shard = student.padded_vocab_size(tp) // tp * width + (width * student.hidden_size if student.embedding_size else 0)
+    return collective_seconds(hw, shard * grad_bytes, 2, ALL_REDUCE, inter_node)

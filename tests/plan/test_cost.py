@@ -1,0 +1,78 @@
+"""The time model against a hand computation of the 40-GPU 10B->2B step (layer ranges from the plan,
+everything else by hand from the formulas in megatron_glmd/plan/cost.py's docstring)."""
+import os
+
+import pytest
+
+from megatron_glmd.config import load_run_config, preset
+from megatron_glmd.plan.build import build_plan
+from megatron_glmd.plan.hardware import Hardware
+
+CONFIG = os.path.join(os.path.dirname(__file__), "..", "..", "launch", "configs", "distill_10b_2b.yaml")
+L2B, L10B = 104_857_600, 411_041_792        # forward FLOPs per token of one layer (tests/model/test_flops.py)
+PEAK, EFF, NVLINK, IB, LAT = 312e12, 0.6, 240e9, 20e9, 10e-6
+SEQ, H_S, H_T = 512, 2048, 4096
+
+
+def padded(tp):
+    return -(-50257 // (128 * tp)) * (128 * tp)
+
+
+def hand_step(plan, tp, pp, dp):
+    """Seconds per step, by hand; every stage boundary leaves a node when PP=5 (one stage per node)."""
+    m = 64 // dp
+    all_reduce = lambda h: LAT + 2 * (tp - 1) / tp * SEQ * h * 2 / NVLINK if tp > 1 else 0.0  # noqa: E731
+    forward, backward = SEQ * (H_S + H_T) * 2, SEQ * H_S * 2
+    times = []
+    for k, s in enumerate(plan.stages):
+        n_s = s.layers.student[1] - s.layers.student[0]
+        n_t = s.layers.teacher[1] - s.layers.teacher[0]
+        first, last = k == 0, k == pp - 1
+        flops = n_s * 4 * L2B + n_t * L10B + (3 * 2 * H_S * padded(tp) + 2 * H_T * padded(tp) if last else 0)
+        compute = flops * SEQ / (tp * PEAK * EFF)
+        tp_comm = (6 * n_s + first + last) * all_reduce(H_S) + (2 * n_t + first) * all_reduce(H_T)
+        sends = (0 if first else 2) + (0 if last else 2)
+        p2p = sends * LAT + ((0 if first else 1) + (0 if last else 1)) * (forward + backward) / IB
+        times.append(compute + tp_comm + p2p)
+    tie = LAT + padded(tp) // tp * H_S * 4 / IB
+    zero1 = max(2 * LAT + (dp - 1) / dp * s.memory.student_params * (4 + 2) / NVLINK for s in plan.stages)
+    return (m + pp - 1) * max(times) + tie + (zero1 if dp > 1 else 0.0)
+
+
+@pytest.mark.parametrize("tp, dp", [(2, 4), (4, 2), (1, 8)])
+def test_step_time_hours_mfu_hfu_by_hand(tp, dp):
+    cfg = load_run_config(CONFIG, [f"parallel.tp={tp}", "parallel.pp=5"])
+    plan = build_plan(cfg, nodes=5, gpus_per_node=8, teacher=preset("glm-10b"), hardware=Hardware())
+    step = hand_step(plan, tp, 5, dp)
+    assert plan.step.total == pytest.approx(step, rel=1e-9)
+    assert sum(plan.step.parts().values()) == pytest.approx(step, rel=1e-9)
+    assert plan.hours == pytest.approx(150_000 * step / 3600, rel=1e-9)
+    model = 3 * (36 * L2B + 2 * H_S * 50304) + 48 * L10B + 2 * H_T * 50304        # MFU: no recompute
+    hardware = model + 36 * L2B + (3 * 2 * H_S + 2 * H_T) * (padded(tp) - 50304)  # + recompute, TP padding
+    assert plan.mfu == pytest.approx(model * 64 * SEQ / (step * 40 * PEAK), rel=1e-9)
+    assert plan.hfu == pytest.approx(hardware * 64 * SEQ / (step * 40 * PEAK), rel=1e-9)
+    assert plan.bubble == pytest.approx(4 / (64 // dp + 4))
+
+
+def test_time_differs_between_layouts_with_the_same_flops():
+    """The issue: TP=1/PP=5/DP=8 (bubble 33%) and TP=4/PP=5/DP=2 (11%) used to print the same hours."""
+    hours = {}
+    for tp in (1, 4):
+        cfg = load_run_config(CONFIG, [f"parallel.tp={tp}", "parallel.pp=5"])
+        hours[tp] = build_plan(cfg, nodes=5, gpus_per_node=8, teacher=preset("glm-10b")).hours
+    assert abs(hours[1] - hours[4]) / hours[4] > 0.02
+
+
+def test_dp_over_infiniband_when_a_stage_spans_nodes():
+    """TP=1, PP=2, DP=20 puts a stage on 2.5 nodes: its ZeRO-1 traffic crosses InfiniBand."""
+    cfg = load_run_config(CONFIG, ["parallel.tp=1", "parallel.pp=2", "train.global_batch_size=40"])
+    plan = build_plan(cfg, nodes=5, gpus_per_node=8, teacher=preset("glm-10b"))
+    n = max(s.memory.student_params for s in plan.stages)
+    assert plan.step.dp_comm == pytest.approx(2 * LAT + 19 / 20 * n * 6 / IB, rel=1e-9)
+
+
+def test_no_time_model_on_cpu():
+    cfg = load_run_config(CONFIG)
+    plan = build_plan(cfg, nodes=5, gpus_per_node=8, teacher=preset("glm-10b"),
+                      hardware=Hardware(gpu_memory_gib=0.0, peak_tflops=0.0))
+    assert plan.step is None and plan.hours is None and plan.mfu is None and plan.fits
