@@ -60,8 +60,9 @@ def format_plan(p: LaunchPlan, cpu: bool = False) -> str:
 def _flops_lines(p: LaunchPlan):
     recompute = " + recompute" if p.checkpoint_activations else ""
     timed = p.step is not None
-    lines = [f"FLOPs per token and stage (GFLOP; student forward + backward{recompute}, teacher forward, both "
-             f"models' logits on the last stage, layers balanced by model/partition.py)"
+    models = "teacher forward, both models' logits" if p.teacher else "the logits"
+    lines = [f"FLOPs per token and stage (GFLOP; student forward + backward{recompute}, {models} on the last "
+             "stage, layers balanced by model/partition.py)"
              + ("; time per micro-batch on one GPU (ms)" if timed else ""),
              f"{'stage':>5}  {'student':>8}  {'teacher':>8}  {'total':>8}  {'vs mean':>7}"
              + (f"  {'compute':>8}  {'TP comm':>8}  {'sends':>8}  {'total':>8}" if timed else "")]
@@ -77,7 +78,7 @@ def _flops_lines(p: LaunchPlan):
     high, low = p.flops_spread
     lines.append(f"spread:      {100 * high:+.2f}% (max/mean - 1: the slowest stage's FLOPs over a perfect split of "
                  f"{mean / 1e9:.3f} GFLOP/token), min/mean - 1 = {100 * low:+.2f}%; the smallest maximum whole "
-                 f"layers allow at PP={p.pp} (>= 1 layer of each model per stage)")
+                 f"layers allow at PP={p.pp} (>= 1 layer of {'each model' if p.teacher else 'the model'} per stage)")
     return lines
 
 

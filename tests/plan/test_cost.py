@@ -76,3 +76,17 @@ def test_no_time_model_on_cpu():
     plan = build_plan(cfg, nodes=5, gpus_per_node=8, teacher=preset("glm-10b"),
                       hardware=Hardware(gpu_memory_gib=0.0, peak_tflops=0.0))
     assert plan.step is None and plan.hours is None and plan.mfu is None and plan.fits
+
+
+def test_pretrain_plan_partitions_the_student_alone():
+    cfg = load_run_config(CONFIG, ["mode=pretrain"])
+    plan = build_plan(cfg, nodes=5, gpus_per_node=8, teacher=None)
+    assert all(s.layers.teacher is None and s.flops.teacher == 0 for s in plan.stages)
+    # By hand: 36 layers and the logits (1.5 layers) on 5 stages: 4 x 7 + 7 < 36, so some stage holds
+    # 8 layers, 8 x 4 L2B per token, which the partition reaches.
+    layer, logits = 4 * L2B, 3 * 2 * H_S * padded(2)
+    mean = (36 * layer + logits) / 5
+    assert max(s.flops.total for s in plan.stages) == 8 * layer
+    assert plan.flops_spread[0] == pytest.approx(8 * layer / mean - 1, rel=1e-12)
+    assert plan.step.total == pytest.approx((16 + 4) * max(s.time.total for s in plan.stages) + plan.step.tie_comm
+                                            + plan.step.dp_comm, rel=1e-12)
