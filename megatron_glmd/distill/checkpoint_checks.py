@@ -9,8 +9,8 @@ import os
 from typing import Optional
 
 from ..config import ConfigError, ModelConfig, RunConfig, check_teacher_model
+from ..model.partition import run_partition
 from . import checkpointing as ckpt
-from .intermediate import stage_pairs
 
 
 def check_compatible(saved: RunConfig, current: RunConfig, save_dir: str, what: str) -> None:
@@ -53,9 +53,7 @@ def check_run_checkpoints(cfg: RunConfig) -> Optional[ModelConfig]:
     teacher = None
     if cfg.mode == "distill":
         teacher = teacher_model_config(cfg)
-        if cfg.loss.intermediate_weight > 0:
-            for k in range(cfg.parallel.pp):
-                stage_pairs(cfg.model, teacher, cfg.parallel.pp, k)
+        run_partition(cfg, teacher)   # refuses intermediate-loss pairs that no partition keeps together
     elif cfg.loss.intermediate_weight > 0:
         raise ConfigError("loss.intermediate_weight needs mode 'distill' (it compares with a teacher)")
     save_dir = cfg.checkpoint.save_dir

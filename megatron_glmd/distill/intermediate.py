@@ -20,23 +20,20 @@ import torch
 from torch import nn
 
 from ..config import ConfigError, ModelConfig
-from ..model.glm import GLMStage, stage_layer_range
+from ..model.glm import GLMStage
+from ..model.partition import StageLayers, uniform_layer_pairs
 from ..parallel.layers import mark_parameter
 
 
-def layer_pairs(student_layers: int, teacher_layers: int) -> List[Tuple[int, int]]:
-    return [(k, max((k + 1) * teacher_layers // student_layers - 1, 0)) for k in range(student_layers)]
-
-
-def stage_pairs(student: ModelConfig, teacher: ModelConfig, pp_size: int, pp_rank: int) -> List[Tuple[int, int]]:
-    """The pairs whose student layer is on this stage; each must have its teacher layer here too."""
-    s0, s1 = stage_layer_range(student.num_layers, pp_size, pp_rank)
-    t0, t1 = stage_layer_range(teacher.num_layers, pp_size, pp_rank)
-    pairs = [(k, j) for k, j in layer_pairs(student.num_layers, teacher.num_layers) if s0 <= k < s1]
+def stage_pairs(student: ModelConfig, teacher: ModelConfig, layers: StageLayers) -> List[Tuple[int, int]]:
+    """The pairs whose student layer is on this stage (``layers``); each must have its teacher layer here
+    too (:func:`~megatron_glmd.model.partition.run_partition` keeps them together when it can)."""
+    (s0, s1), (t0, t1) = layers.student, layers.teacher
+    pairs = [(k, j) for k, j in uniform_layer_pairs(student.num_layers, teacher.num_layers) if s0 <= k < s1]
     for k, j in pairs:
         if not t0 <= j < t1:
             raise ConfigError(f"loss.intermediate_weight: student layer {k} and its teacher layer {j} are on "
-                              f"different pipeline stages at parallel.pp={pp_size}; use a pp that keeps them together")
+                              "different pipeline stages; use a parallel.pp that keeps them together")
     return pairs
 
 

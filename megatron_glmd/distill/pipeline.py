@@ -17,13 +17,14 @@ back for every floating-point one):
 """
 from __future__ import annotations
 
-from typing import Callable, Optional, Tuple
+from typing import Callable, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
 
 from ..config import ModelConfig
 from ..model import GLMStage
+from ..model.partition import StageLayers
 from ..parallel.grid import ParallelGrid
 from .intermediate import AddAuxiliaryGradient, IntermediateLayerLoss, stage_pairs
 from ..model.attention_mask import valid_token_mask
@@ -39,23 +40,25 @@ _WIRE_DTYPE = torch.uint8
 class DistillStage(nn.Module):
     """Pipeline stage ``pp_rank``: the student's slice, and (distill mode) the frozen teacher's slice."""
 
-    def __init__(self, pp_rank: int, student_config: ModelConfig, grid: ParallelGrid,
+    def __init__(self, pp_rank: int, student_config: ModelConfig, grid: ParallelGrid, layers: StageLayers,
                  teacher_config: Optional[ModelConfig] = None, intermediate_loss: bool = False):
         super().__init__()
         self.pp_rank = pp_rank
         self.is_first = pp_rank == 0
         self.is_last = pp_rank == grid.pp_size - 1
-        self.student = GLMStage(student_config, tp_group=grid.tp_group, pp_rank=pp_rank, pp_size=grid.pp_size)
+        self.student = GLMStage(student_config, tp_group=grid.tp_group, pp_rank=pp_rank, pp_size=grid.pp_size,
+                                layer_range=layers.student)
         teacher = None
         if teacher_config is not None:
-            teacher = GLMStage(teacher_config, tp_group=grid.tp_group, pp_rank=pp_rank, pp_size=grid.pp_size)
+            teacher = GLMStage(teacher_config, tp_group=grid.tp_group, pp_rank=pp_rank, pp_size=grid.pp_size,
+                               layer_range=layers.teacher)
             teacher.eval().requires_grad_(False)
         object.__setattr__(self, "teacher", teacher)  # unregistered on purpose, see module docstring
         self.intermediate = None
         self.intermediate_sums = []      # detached per-micro-batch sums, collected by the engine
         self.intermediate_scale = 0.0    # gradient of the summed loss, set by the engine per step
         if intermediate_loss:
-            pairs = stage_pairs(student_config, teacher_config, grid.pp_size, pp_rank)
+            pairs = stage_pairs(student_config, teacher_config, layers)
             self.intermediate = IntermediateLayerLoss(self.student, teacher, pairs) if pairs else None
 
     def teacher_to(self, device) -> None:
@@ -94,9 +97,10 @@ def _from_bits(bits: torch.Tensor, teacher: GLMStage) -> torch.Tensor:
     return bits.view(dtype)
 
 
-def build_pipeline(student_config: ModelConfig, grid: ParallelGrid, loss_fn: Callable,
-                   teacher_config: Optional[ModelConfig] = None, intermediate_loss: bool = False):
-    """A ``GLMDPipeline`` with one :class:`DistillStage` per pipeline stage (only the local one is built)."""
+def build_pipeline(student_config: ModelConfig, grid: ParallelGrid, partition: Sequence[StageLayers],
+                   loss_fn: Callable, teacher_config: Optional[ModelConfig] = None, intermediate_loss: bool = False):
+    """A ``GLMDPipeline`` with one :class:`DistillStage` per pipeline stage (only the local one is built);
+    ``partition`` gives each stage's layers (:func:`megatron_glmd.model.partition.run_partition`)."""
     from deepspeed.pipe import LayerSpec, PipelineModule
     from deepspeed.runtime.pipe.topology import PipeModelDataParallelTopology
 
@@ -106,14 +110,17 @@ def build_pipeline(student_config: ModelConfig, grid: ParallelGrid, loss_fn: Cal
         def __init__(self, **kwargs):
             super().__init__(**kwargs)
             if grid.pp_size > 1 and grid.is_last_stage:
-                # The last stage's copy of the tied embedding counts once, on the first stage, in
+                # The last stage's copies of the tied parameters count once, on the first stage, in
                 # DeepSpeed's gradient norm (its own TiedLayerSpec marks copies the same way).
-                self.local_stage.student.word_embeddings.weight.ds_pipe_replicated = True
+                for param in self.local_stage.student.tied_embedding_parameters():
+                    param.ds_pipe_replicated = True
 
         def get_tied_weights_and_groups(self):
             tied = super().get_tied_weights_and_groups()
             if grid.pp_size > 1 and (grid.is_first_stage or grid.is_last_stage):
-                tied.append((self.local_stage.student.word_embeddings.weight, grid.embedding_group))
+                # The word embedding (and a factorised embedding's projection): gradients summed
+                # over the first and last stage, so both copies stay equal.
+                tied += [(p, grid.embedding_group) for p in self.local_stage.student.tied_embedding_parameters()]
             return tied
 
         @property
@@ -121,7 +128,7 @@ def build_pipeline(student_config: ModelConfig, grid: ParallelGrid, loss_fn: Cal
             return self.forward_funcs[0]
 
     topology = PipeModelDataParallelTopology(num_pp=grid.pp_size, num_mp=grid.tp_size, num_dp=grid.dp_size)
-    specs = [LayerSpec(DistillStage, k, student_config, grid, teacher_config, intermediate_loss)
+    specs = [LayerSpec(DistillStage, k, student_config, grid, partition[k], teacher_config, intermediate_loss)
              for k in range(grid.pp_size)]
     return GLMDPipeline(layers=specs, topology=topology, loss_fn=loss_fn, partition_method="uniform",
                         activation_checkpoint_interval=0)

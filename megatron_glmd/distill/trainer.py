@@ -22,6 +22,7 @@ from ..config import ConfigError, RunConfig
 from ..config.deepspeed import deepspeed_config
 from ..data.loader import DataParallelLoader
 from ..model.flops import training_flops_per_token
+from ..model.partition import run_partition
 from ..parallel.grid import ParallelGrid
 from ..parallel.layers import initialize_parameters
 from ..parallel.random import model_parallel_seed
@@ -66,8 +67,10 @@ class Trainer:
 
         self.student_config = cfg.model.replace(checkpoint_activations=cfg.train.checkpoint_activations, dtype="fp32")
         self.objective = Objective(cfg, self.grid, self.device)
-        self.pipe = build_pipeline(self.student_config, self.grid, self.objective.loss, self.teacher_config,
-                                   intermediate_loss=self.objective.intermediate_weight > 0)
+        # FLOP-balanced layer ranges of both models per stage: what the launch planner prints.
+        self.partition = run_partition(cfg, self.teacher_config)
+        self.pipe = build_pipeline(self.student_config, self.grid, self.partition, self.objective.loss,
+                                   self.teacher_config, intermediate_loss=self.objective.intermediate_weight > 0)
         self.pipe.get_additional_losses = lambda: dict(self.objective.parts)
         self.stage = self.pipe.local_stage
         self.stage.student.init_weights(cfg.train.seed)

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from megatron_glmd.config import ConfigError, preset
-from megatron_glmd.distill.intermediate import layer_pairs, stage_pairs
+from megatron_glmd.model.partition import StageLayers, uniform_layer_pairs
+from megatron_glmd.distill.intermediate import stage_pairs
 from megatron_glmd.distill.pipeline import DistillStage
 from megatron_glmd.config import run_config_from_dict
 from megatron_glmd.distill.trainer import Trainer
@@ -15,22 +16,23 @@ from tests.model.helpers import glm_batch
 
 
 def test_layer_pairs_map_uniformly_last_to_last():
-    assert layer_pairs(2, 4) == [(0, 1), (1, 3)]
-    assert layer_pairs(36, 48)[-1] == (35, 47) and layer_pairs(36, 48)[0] == (0, 0)
+    assert uniform_layer_pairs(2, 4) == [(0, 1), (1, 3)]
+    assert uniform_layer_pairs(36, 48)[-1] == (35, 47) and uniform_layer_pairs(36, 48)[0] == (0, 0)
+    # a student deeper than its teacher
+    assert uniform_layer_pairs(4, 3) == [(0, 0), (1, 0), (2, 1), (3, 2)]
 
 
 def test_pairs_split_across_stages_are_refused():
     student, teacher = preset("tiny-student", num_layers=3), preset("tiny-teacher", num_layers=4)
-    # pairs (0,0) (1,1) (2,3); at pp=2 the student splits [0,2)+[2,3), the teacher [0,2)+[2,4): fine
-    assert stage_pairs(student, teacher, 2, 1) == [(2, 3)]
-    # a student deeper than its teacher: pairs (0,0) (1,0) (2,1) (3,2); layer 2 is on stage 1, layer 1 on 0
-    assert layer_pairs(4, 3) == [(0, 0), (1, 0), (2, 1), (3, 2)]
-    with pytest.raises(ConfigError, match="student layer 2 and its teacher layer 1 are on different"):
-        stage_pairs(preset("tiny-student", num_layers=4), preset("tiny-teacher", num_layers=3), 2, 1)
+    # pairs (0,0) (1,1) (2,3): a stage with student [2,3) and teacher [2,4) holds its pair
+    assert stage_pairs(student, teacher, StageLayers((2, 3), (2, 4))) == [(2, 3)]
+    with pytest.raises(ConfigError, match="student layer 2 and its teacher layer 3 are on different"):
+        stage_pairs(student, teacher, StageLayers((2, 3), (1, 3)))
 
 
 def _stage(student_cfg, teacher_cfg):
-    stage = DistillStage(0, student_cfg, ParallelGrid.single(), teacher_cfg, intermediate_loss=True)
+    layers = StageLayers((0, student_cfg.num_layers), (0, teacher_cfg.num_layers))
+    stage = DistillStage(0, student_cfg, ParallelGrid.single(), layers, teacher_cfg, intermediate_loss=True)
     stage.student.init_weights(1)
     stage.teacher.init_weights(2)
     initialize_parameters(stage.intermediate.named_parameters(prefix="intermediate"), 1)

@@ -132,11 +132,8 @@ def test_refuses_more_stages_than_layers():
 
 def test_run_partition_reads_the_run_config_and_keeps_intermediate_pairs():
     from megatron_glmd.config import load_run_config
-    from megatron_glmd.distill.intermediate import layer_pairs
     from megatron_glmd.model.partition import run_partition, uniform_layer_pairs
 
-    for ls, lt in ((36, 48), (4, 2), (5, 7), (12, 24)):
-        assert uniform_layer_pairs(ls, lt) == layer_pairs(ls, lt)        # one map for engine and planner
     config = os.path.join(os.path.dirname(__file__), "..", "..", "launch", "configs", "distill_10b_2b.yaml")
     teacher = preset("glm-10b")
     cfg = load_run_config(config)
