@@ -20,10 +20,14 @@ def check_compatible(saved: RunConfig, current: RunConfig, save_dir: str, what: 
     if what == "resume":
         checks.append(("parallel.pp", saved.parallel.pp, current.parallel.pp))
     for name, old, new in checks:
-        if old != new:
-            raise ConfigError(f"{path}: {what} checkpoint has {name}={old}, this run has {name}={new}: "
-                              f"convert it with tools/reshard_checkpoint.py --tp {current.parallel.tp} "
-                              f"--pp {current.parallel.pp}")
+        if old == new:
+            continue
+        if what == "teacher":
+            tp = current.parallel.tp
+            raise ConfigError(f"{path}: teacher checkpoint has {name}={old}, this run has {name}={new}: re-lay it "
+                              f"out with python tools/reshard_checkpoint.py --source {save_dir} --output "
+                              f"{save_dir.rstrip(os.sep)}-tp{tp} --tp {tp} and set teacher_checkpoint to the new folder")
+        raise ConfigError(f"{path}: {what} checkpoint has {name}={old}, this run has {name}={new}")
 
 
 def check_same_model(saved: ModelConfig, current: ModelConfig, path: str, what: str) -> None:
