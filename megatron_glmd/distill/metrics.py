@@ -26,15 +26,17 @@ def memory_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # kB on Linux
 
 
-def throughput(iterations: int, seconds: float, tokens_per_iteration: int, seq_length: int, flops_per_token: float,
-               world_size: int, peak_tflops: Optional[float]) -> Dict[str, float]:
-    """Tokens and samples per second, achieved TFLOP/s per device, peak memory and (with a peak) MFU."""
+def throughput(iterations: int, seconds: float, tokens_per_iteration: int, seq_length: int, model_flops_per_token: float,
+               hardware_flops_per_token: float, world_size: int, peak_tflops: Optional[float]) -> Dict[str, float]:
+    """Tokens and samples per second, achieved model TFLOP/s per device, peak memory and, with a
+    peak, MFU (model FLOPs: each pass once) and HFU (hardware FLOPs: with the recomputed forward)."""
     tokens_per_s = iterations * tokens_per_iteration / max(seconds, 1e-9)
-    tflops = tokens_per_s * flops_per_token / world_size / 1e12
+    tflops = tokens_per_s * model_flops_per_token / world_size / 1e12
     out = {"tokens_per_s": tokens_per_s, "samples_per_s": tokens_per_s / seq_length,
            "tflops_per_device": tflops, "memory_gib": memory_gib()}
     if peak_tflops:
         out["mfu"] = tflops / peak_tflops
+        out["hfu"] = tokens_per_s * hardware_flops_per_token / world_size / 1e12 / peak_tflops
     return out
 
 

@@ -86,8 +86,12 @@ class Trainer:
         self.nonfinite_steps = 0      # steps skipped for a non-finite loss or grad norm in this process
         self.train_loader = self._loader(train_data)
         self._maybe_resume()
+        # Model FLOPs (MFU) count each pass once; hardware FLOPs (HFU) add the recomputed forward.
         self.flops_per_token = training_flops_per_token(self.student_config, self.teacher_config,
-                                                        cfg.data.seq_length, cfg.train.checkpoint_activations)
+                                                        cfg.data.seq_length, recompute=False)
+        self.hardware_flops_per_token = training_flops_per_token(self.student_config, self.teacher_config,
+                                                                 cfg.data.seq_length,
+                                                                 recompute=cfg.train.checkpoint_activations)
         self.peak_tflops = cfg.logging.peak_tflops_per_device or default_peak_tflops()
 
     # ------------------------------------------------------------------ one step
@@ -188,8 +192,8 @@ class Trainer:
             self._check_finite(record)
             if self.iteration % cfg.logging.log_interval == 0 or self.iteration == cfg.train.iterations:
                 record.update(throughput(window_iters, time.perf_counter() - window_start, tokens_per_iteration,
-                                         cfg.data.seq_length, self.flops_per_token, dist.get_world_size(),
-                                         self.peak_tflops))
+                                         cfg.data.seq_length, self.flops_per_token, self.hardware_flops_per_token,
+                                         dist.get_world_size(), self.peak_tflops))
                 self.logger.record(record)
                 window_start, window_iters = time.perf_counter(), 0
             if cfg.logging.eval_interval and self.iteration % cfg.logging.eval_interval == 0 and self.valid_data:
