@@ -14,6 +14,16 @@ class ConfigError(ValueError):
     """A configuration value is missing, of the wrong type, or violates a constraint."""
 
 
+def _is_number_text(value: Any) -> bool:
+    if not isinstance(value, str):
+        return False
+    try:
+        float(value)
+    except ValueError:
+        return False
+    return True
+
+
 def _check_type(name: str, value: Any, field_type: str, where: str) -> Any:
     optional = field_type.startswith("Optional[")
     expected = field_type[len("Optional["):-1] if optional else field_type
@@ -21,7 +31,8 @@ def _check_type(name: str, value: Any, field_type: str, where: str) -> Any:
         return value
     checks = {
         "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
-        "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+        # YAML 1.1 (PyYAML) reads 1e-3 -- no dot -- as a string: accept the number users mean.
+        "float": lambda v: (isinstance(v, (int, float)) and not isinstance(v, bool)) or _is_number_text(v),
         "bool": lambda v: isinstance(v, bool),
         "str": lambda v: isinstance(v, str),
         "List[str]": lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
@@ -55,9 +66,13 @@ def read_yaml_mapping(path: str, what: str = "config") -> Dict[str, Any]:
 
     if not os.path.exists(path):
         raise ConfigError(f"{what} file {path} does not exist")
+    if not os.path.isfile(path):
+        raise ConfigError(f"{path}: is a directory, not a YAML {what} file")
     with open(path, encoding="utf-8") as f:
         try:
             values = yaml.safe_load(f)
+        except UnicodeDecodeError:
+            raise ConfigError(f"{path}: not UTF-8 text") from None
         except yaml.YAMLError as e:
             raise ConfigError(f"{path}: not valid YAML: {e}") from None
     if values is None:  # an empty file: its missing keys are named by the caller

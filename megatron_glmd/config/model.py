@@ -119,8 +119,10 @@ PRESETS: Dict[str, Dict[str, Any]] = _read_presets()
 
 def from_dict(values: Dict[str, Any], *, where: str = "") -> ModelConfig:
     """Build a ModelConfig from a dict (optionally with ``preset``); reject unknown keys by name."""
-    values = dict(values)
     prefix = f"{where}: " if where else ""
+    if not isinstance(values, dict):
+        raise ConfigError(f"{prefix}expected a mapping of model fields (or a preset), got {values!r}")
+    values = dict(values)
     preset_name = values.pop("preset", None)
     if preset_name is not None:
         if preset_name not in PRESETS:

@@ -71,7 +71,7 @@ def test_mse_ablation_and_hard_label_term():
 def test_bad_loss_options_are_named():
     with pytest.raises(ValueError, match="loss.distill_tokens must be one of valid, all, infilled, got 'pads'"):
         DistillLossConfig(distill_tokens="pads").validate()
-    with pytest.raises(ValueError, match="loss.temperature must be > 0"):
+    with pytest.raises(ValueError, match="loss.temperature must be a finite number > 0"):
         DistillLossConfig(temperature=-1).validate()
 
 

@@ -87,7 +87,7 @@ def _teacher_dir(tmp_path, vocab_size=300):
     ({"train.global_batch_size": 6, "train.micro_batch_size": 4},
      "train.global_batch_size 6 is not divisible by train.micro_batch_size * data-parallel size = 4 * 1"),
     ({"teacher_checkpoint": "/nonexistent/teacher"}, "teacher_checkpoint /nonexistent/teacher does not exist"),
-    ({"loss.temperature": 0.0}, "loss.temperature must be > 0"),
+    ({"loss.temperature": 0.0}, "loss.temperature must be a finite number > 0, got 0.0"),
     ({"data.seq_length": 64}, "data.seq_length 64 exceeds model.max_sequence_length 32"),
     pytest.param({"train.precision": "fp16"}, "train.precision fp16 needs a GPU",
                  marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a CPU-only refusal")),
