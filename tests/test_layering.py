@@ -13,8 +13,8 @@ LEVELS = {
     "config": 0,
     "parallel": 1, "kernels": 1,
     "model": 2, "data": 2,
-    "plan": 3, "convert": 3, "compress": 4,
-    "distill": 5, "tasks": 6,
+    "plan": 3, "convert": 3, "compress": 4, "tasks": 4,
+    "distill": 5,
     "cli": 7,
 }
 MAX_LINES = 300
