@@ -24,15 +24,22 @@ def check_tokenizer(cfg: RunConfig):
     return tokenizer
 
 
-def _dataset(prefix: str, cfg: RunConfig, ids: SpecialIds, num_samples: int, seed: int) -> BlankInfillingDataset:
+def _dataset(prefix: str, cfg: RunConfig, ids: SpecialIds, num_samples: int, seed: int,
+             field: str = "data.train_prefix") -> BlankInfillingDataset:
     try:
         indexed = IndexedDataset(prefix)
+        if indexed.vocab_size != cfg.model.vocab_size:
+            # The .idx records the vocabulary its ids come from: another tokenizer's ids would index
+            # the wrong embedding rows (or past the table, mid-run).
+            raise ConfigError(f"{field}: {prefix}.idx holds ids of a {indexed.vocab_size}-token vocabulary, but the "
+                              f"tokenizer {cfg.data.tokenizer_model} and the model have {cfg.model.vocab_size}: "
+                              "preprocess the corpus with the run's tokenizer")
         return BlankInfillingDataset(indexed, BlankInfillingConfig(seq_length=cfg.data.seq_length,
                                                                    task_mask=cfg.data.task_mask), ids,
                                      seed=seed, num_samples=num_samples,
                                      mode_group_size=cfg.train.global_batch_size)
     except DataError as e:
-        raise ConfigError(f"data prefix {prefix}: {e}") from None
+        raise ConfigError(f"{field}: {prefix}: {e}") from None
 
 
 def build_datasets(cfg: RunConfig) -> Tuple[BlankInfillingDataset, Optional[BlankInfillingDataset]]:
@@ -42,5 +49,6 @@ def build_datasets(cfg: RunConfig) -> Tuple[BlankInfillingDataset, Optional[Blan
     train = _dataset(cfg.data.train_prefix, cfg, ids, cfg.train.iterations * batch, cfg.data.seed)
     valid = None
     if cfg.data.valid_prefix:
-        valid = _dataset(cfg.data.valid_prefix, cfg, ids, cfg.logging.eval_iters * batch, cfg.data.seed + 1)
+        valid = _dataset(cfg.data.valid_prefix, cfg, ids, cfg.logging.eval_iters * batch, cfg.data.seed + 1,
+                         field="data.valid_prefix")
     return train, valid
