@@ -132,9 +132,8 @@ class CheckpointConfig:
             _at_least("checkpoint.keep_last (or null to keep all)", self.keep_last, 1)
         if self.save_dir and os.path.exists(self.save_dir) and not os.path.isdir(self.save_dir):
             raise ConfigError(f"checkpoint.save_dir: {self.save_dir} is a file, not a directory")
-        if self.load_tag is not None and (not self.save_dir or not os.path.isdir(
-                os.path.join(self.save_dir, self.load_tag))):
-            raise ConfigError(f"checkpoint.load_tag: no checkpoint {self.load_tag!r} in {self.save_dir}")
+        if self.load_tag is not None and not self.save_dir:
+            raise ConfigError("checkpoint.load_tag needs checkpoint.save_dir (the checkpoints it names are there)")
         return self
 
 

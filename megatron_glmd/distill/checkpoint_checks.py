@@ -11,6 +11,7 @@ from typing import Optional
 from ..config import ConfigError, ModelConfig, RunConfig, check_teacher_model
 from ..model.partition import run_partition
 from . import checkpointing as ckpt
+from .vocab_compression import check_teacher
 
 
 def check_compatible(saved: RunConfig, current: RunConfig, save_dir: str, what: str) -> None:
@@ -37,31 +38,38 @@ def check_same_model(saved: ModelConfig, current: ModelConfig, path: str, what: 
             raise ConfigError(f"{path}: {what} model has {name}={old}, this run expects {name}={new}")
 
 
-def teacher_model_config(cfg: RunConfig) -> ModelConfig:
+def teacher_model_config(cfg: RunConfig, compression=None) -> ModelConfig:
     """The teacher's shape from its checkpoint, built as the run uses it: in the run's precision (it is
-    never trained) and without dropout or recompute (it runs in eval mode, forward only)."""
+    never trained) and without dropout or recompute (it runs in eval mode, forward only). With a
+    compressed vocabulary the teacher keeps the full one: the artifact's."""
     saved = ckpt.saved_run_config(cfg.teacher_checkpoint)
     path = os.path.join(cfg.teacher_checkpoint, ckpt.CONFIG)
     check_compatible(saved, cfg, cfg.teacher_checkpoint, "teacher")
     teacher = saved.model.replace(dtype=cfg.train.precision, hidden_dropout=0.0, attention_dropout=0.0,
                                   checkpoint_activations=False)
-    check_teacher_model(cfg.model, teacher, cfg.parallel.tp, cfg.parallel.pp, path)
+    student = cfg.model
+    if compression is not None:
+        check_teacher(teacher, compression, path)
+        student = student.replace(vocab_size=teacher.vocab_size)
+    check_teacher_model(student, teacher, cfg.parallel.tp, cfg.parallel.pp, path)
     if ckpt.latest_tag(cfg.teacher_checkpoint) is None:
         raise ConfigError(f"teacher_checkpoint {cfg.teacher_checkpoint} has no '{ckpt.LATEST}' file: "
                           "no complete checkpoint to load")
     return teacher
 
 
-def check_run_checkpoints(cfg: RunConfig) -> Optional[ModelConfig]:
-    """Check the teacher (distill) and resume checkpoints of a run; returns the teacher's config."""
+def check_run_checkpoints(cfg: RunConfig, compression=None) -> Optional[ModelConfig]:
+    """Check the teacher (distill) and resume checkpoints of a run; returns the teacher's config.
+    ``compression``: the run's vocabulary-compression artifact, if any."""
     teacher = None
     if cfg.mode == "distill":
-        teacher = teacher_model_config(cfg)
+        teacher = teacher_model_config(cfg, compression)
         run_partition(cfg, teacher)   # refuses intermediate-loss pairs that no partition keeps together
     elif cfg.loss.intermediate_weight > 0:
         raise ConfigError("loss.intermediate_weight needs mode 'distill' (it compares with a teacher)")
     save_dir = cfg.checkpoint.save_dir
-    if save_dir and cfg.checkpoint.resume and os.path.isdir(save_dir) and ckpt.latest_tag(save_dir):
+    if save_dir and cfg.checkpoint.resume and os.path.isdir(save_dir) and \
+            ckpt.resume_tag(save_dir, cfg.checkpoint.load_tag):
         saved = ckpt.saved_run_config(save_dir)
         check_compatible(saved, cfg, save_dir, "resume")
         check_same_model(saved.model, cfg.model, os.path.join(save_dir, ckpt.CONFIG), "resume")

@@ -16,7 +16,7 @@ import glob
 import os
 import re
 import shutil
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 import torch
 import torch.distributed as dist
@@ -50,15 +50,42 @@ def atomic_torch_save(obj: Any, path: str) -> None:
     os.replace(tmp, path)
 
 
+def published_tags(save_dir: str) -> List[str]:
+    """The complete checkpoints of ``save_dir`` (published by rename, so never half-written), oldest first."""
+    if not os.path.isdir(save_dir):
+        return []
+    return sorted(d for d in os.listdir(save_dir) if _TAG.fullmatch(d) and os.path.isdir(os.path.join(save_dir, d)))
+
+
+def _pick_another(save_dir: str) -> str:
+    tags = published_tags(save_dir)
+    if not tags:
+        return "no complete checkpoint is left in it"
+    return f"complete checkpoints: {', '.join(tags[-3:])}; resume from one with --set checkpoint.load_tag={tags[-1]}"
+
+
 def latest_tag(save_dir: str) -> Optional[str]:
+    """The checkpoint named by ``save_dir/latest`` (None when there is no such file)."""
     path = os.path.join(save_dir, LATEST)
     if not os.path.exists(path):
         return None
-    with open(path, encoding="utf-8") as f:
+    with open(path, encoding="utf-8", errors="replace") as f:
         tag = f.read().strip()
+    if not tag:
+        raise ConfigError(f"{path}: empty (damaged); {_pick_another(save_dir)}")
     if not os.path.isdir(os.path.join(save_dir, tag)):
-        raise ConfigError(f"{path} names checkpoint {tag!r}, but {os.path.join(save_dir, tag)} does not exist")
+        raise ConfigError(f"{path}: names checkpoint {tag!r}, which does not exist; {_pick_another(save_dir)}")
     return tag
+
+
+def resume_tag(save_dir: str, load_tag: Optional[str] = None) -> Optional[str]:
+    """The checkpoint a run resumes from: ``checkpoint.load_tag`` when given, else ``latest``."""
+    if load_tag is not None:
+        if not os.path.isdir(os.path.join(save_dir, load_tag)):
+            raise ConfigError(f"checkpoint.load_tag: no checkpoint {load_tag!r} in {save_dir}; "
+                              f"{_pick_another(save_dir)}")
+        return load_tag
+    return latest_tag(save_dir)
 
 
 def rng_state() -> Dict[str, Any]:
@@ -77,8 +104,7 @@ def set_rng_state(state: Dict[str, Any]) -> None:
 
 def prune_checkpoints(save_dir: str, keep_last: int) -> list:
     """Delete all but the newest ``keep_last`` published checkpoints; returns the removed tags."""
-    tags = sorted(d for d in os.listdir(save_dir)
-                  if _TAG.fullmatch(d) and os.path.isdir(os.path.join(save_dir, d)))
+    tags = published_tags(save_dir)
     removed = tags[:-keep_last] if keep_last > 0 else []
     for tag in removed:
         shutil.rmtree(os.path.join(save_dir, tag), ignore_errors=True)
@@ -116,7 +142,13 @@ def save_checkpoint(engine, save_dir: str, iteration: int, train_state: Dict[str
 def load_train_state(save_dir: str, tag: str) -> Dict[str, Any]:
     path = os.path.join(save_dir, tag, f"train_state_rank{dist.get_rank()}.pt")
     if not os.path.exists(path):
-        raise ConfigError(f"{path} is missing: the checkpoint was written by a run with a different world size")
+        ranks = [int(re.search(r"rank(\d+)\.pt$", p).group(1))
+                 for p in glob.glob(os.path.join(save_dir, tag, "train_state_rank*.pt"))]
+        world = dist.get_world_size()
+        if ranks and max(ranks) + 1 != world:
+            raise ConfigError(f"{path} is missing: the checkpoint was written by {max(ranks) + 1} ranks, "
+                              f"this run has {world}")
+        raise ConfigError(f"{path} is missing (deleted?); {_pick_another(save_dir)}")
     return safe_torch_load(path)
 
 

@@ -32,6 +32,7 @@ from .engine import build_engine, engine_device, init_distributed, pipeline_item
 from .metrics import RunLogger, default_peak_tflops, throughput
 from .objective import EVAL_FIELDS, Objective
 from .pipeline import build_pipeline
+from .vocab_compression import keep_copy, prepare_run
 
 
 class TrainingDiverged(RuntimeError):
@@ -53,10 +54,15 @@ class Trainer:
         self.cfg = cfg.validate(world)
         if cfg.train.precision == "fp16" and not torch.cuda.is_available():
             raise ConfigError("train.precision fp16 needs a GPU (DeepSpeed's CPU accelerator runs fp32 and bf16)")
-        self.teacher_config = check_run_checkpoints(cfg)
+        # A compressed vocabulary (.vocab_compression) makes the student's model.vocab_size K.
+        self.cfg, self.compression, compression_note = prepare_run(self.cfg)
+        cfg = self.cfg
+        self.teacher_config = check_run_checkpoints(cfg, self.compression)
         init_distributed()
         self.logger = RunLogger(log, dist.get_rank() == 0, cfg.logging.tensorboard_dir)
         self.log = self.logger.log
+        if compression_note:
+            self.log(compression_note)
         self.train_data, self.valid_data = train_data, valid_data
         self.grid = ParallelGrid.build(tp_size=cfg.parallel.tp, pp_size=cfg.parallel.pp)
         self.dp = self.grid.dp_size
@@ -66,11 +72,12 @@ class Trainer:
         model_parallel_seed(cfg.train.seed, tp_rank=self.grid.tp_rank, pp_rank=self.grid.pp_rank)
 
         self.student_config = cfg.model.replace(checkpoint_activations=cfg.train.checkpoint_activations, dtype="fp32")
-        self.objective = Objective(cfg, self.grid, self.device)
+        self.objective = Objective(cfg, self.grid, self.device, self.compression)
         # FLOP-balanced layer ranges of both models per stage: what the launch planner prints.
         self.partition = run_partition(cfg, self.teacher_config)
         self.pipe = build_pipeline(self.student_config, self.grid, self.partition, self.objective.loss,
-                                   self.teacher_config, intermediate_loss=self.objective.intermediate_weight > 0)
+                                   self.teacher_config, intermediate_loss=self.objective.intermediate_weight > 0,
+                                   compression=self.compression)
         self.pipe.get_additional_losses = lambda: dict(self.objective.parts)
         self.stage = self.pipe.local_stage
         self.stage.student.init_weights(cfg.train.seed)
@@ -145,7 +152,8 @@ class Trainer:
                 totals += result.double()
         finally:
             self.objective.evaluating = False
-        return Objective.eval_metrics(totals.cpu(), with_teacher=self.teacher_config is not None)
+        return Objective.eval_metrics(totals.cpu(), with_teacher=self.teacher_config is not None,
+                                      compressed=self.compression is not None)
 
     # ------------------------------------------------------------------ the loop
     def _install_stop_handlers(self) -> None:
@@ -236,6 +244,8 @@ class Trainer:
 
         state = {"iteration": self.iteration, "rng": ckpt.rng_state(), "loader": self.train_loader.state_dict()}
         text = yaml.safe_dump(self.cfg.to_dict(), sort_keys=False)
+        if self.compression is not None and dist.get_rank() == 0:   # published before the checkpoint
+            keep_copy(self.cfg.vocab_compression.artifact, self.cfg.checkpoint.save_dir)
         tag = ckpt.save_checkpoint(self.engine, self.cfg.checkpoint.save_dir, self.iteration, state, text,
                                    keep_last=self.cfg.checkpoint.keep_last)
         self.log(f"saved checkpoint {os.path.join(self.cfg.checkpoint.save_dir, tag)}")
@@ -260,7 +270,7 @@ class Trainer:
         save_dir = self.cfg.checkpoint.save_dir
         if not (save_dir and self.cfg.checkpoint.resume and os.path.isdir(save_dir)):
             return
-        tag = ckpt.latest_tag(save_dir)
+        tag = ckpt.resume_tag(save_dir, self.cfg.checkpoint.load_tag)
         if tag is None:
             return
         self.engine.load_checkpoint(save_dir, tag=tag, load_optimizer_states=True, load_lr_scheduler_states=True)
