@@ -120,8 +120,10 @@ def save_checkpoint(engine, save_dir: str, iteration: int, train_state: Dict[str
     rank = dist.get_rank()
     if rank == 0:
         os.makedirs(save_dir, exist_ok=True)
-        for stale in glob.glob(os.path.join(save_dir, "*.partial")):
+        for stale in glob.glob(os.path.join(save_dir, "*.partial")):    # a save cut short
             shutil.rmtree(stale, ignore_errors=True)
+        for stale in glob.glob(os.path.join(save_dir, "*.tmp.*")):       # an atomic write cut short
+            os.remove(stale)
     dist.barrier()
     engine.save_checkpoint(save_dir, tag=partial, save_latest=False)
     atomic_torch_save(train_state, os.path.join(save_dir, partial, f"train_state_rank{rank}.pt"))

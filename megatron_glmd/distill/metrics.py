@@ -48,10 +48,21 @@ class RunLogger:
         self.is_rank0 = is_rank0
         self.log = log if is_rank0 else (lambda *a, **k: None)
         self.bar = None
+        self.tensorboard_dir = tensorboard_dir if is_rank0 else None
         self.writer = None
-        if tensorboard_dir and is_rank0:
+        self.resumed_at: Optional[int] = None
+
+    def resume_at(self, iteration: int) -> None:
+        """The run continues after ``iteration``: TensorBoard events of later iterations, written before
+        a crash and run again now, are purged so that no iteration appears twice."""
+        self.resumed_at = iteration
+
+    def _tensorboard(self):
+        if self.writer is None and self.tensorboard_dir:
             from torch.utils.tensorboard import SummaryWriter
-            self.writer = SummaryWriter(tensorboard_dir)
+            purge = self.resumed_at + 1 if self.resumed_at is not None else None
+            self.writer = SummaryWriter(self.tensorboard_dir, purge_step=purge)
+        return self.writer
 
     def open_progress(self, total: int, initial: int, desc: str) -> None:
         """A progress bar on an interactive terminal (never in a batch job's log file)."""
@@ -74,8 +85,9 @@ class RunLogger:
             return
         text = " | ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items())
         (self.bar.write if self.bar is not None else self.log)(text)
-        if self.writer is not None:
+        writer = self._tensorboard()
+        if writer is not None:
             for k, v in record.items():
                 if k != "iteration":
-                    self.writer.add_scalar(k, v, record["iteration"])
-            self.writer.flush()
+                    writer.add_scalar(k, v, record["iteration"])
+            writer.flush()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import os
 import signal
+import sys
 import threading
 import time
 from typing import Dict, List, Optional
@@ -48,6 +49,8 @@ def nonfinite_parts(record: Dict[str, float]) -> List[str]:
 
 
 class Trainer:
+    objective_class = Objective   # what is minimised (the task modes' trainer sets its own)
+
     def __init__(self, cfg: RunConfig, train_data, valid_data=None, log=print):
         # Everything that can be wrong with the configuration is checked before any work starts.
         world = dist.get_world_size() if dist.is_initialized() else int(os.environ.get("WORLD_SIZE", "1"))
@@ -72,7 +75,7 @@ class Trainer:
         model_parallel_seed(cfg.train.seed, tp_rank=self.grid.tp_rank, pp_rank=self.grid.pp_rank)
 
         self.student_config = cfg.model.replace(checkpoint_activations=cfg.train.checkpoint_activations, dtype="fp32")
-        self.objective = Objective(cfg, self.grid, self.device, self.compression)
+        self.objective = self.objective_class(cfg, self.grid, self.device, self.compression)
         # FLOP-balanced layer ranges of both models per stage: what the launch planner prints.
         self.partition = run_partition(cfg, self.teacher_config)
         self.pipe = build_pipeline(self.student_config, self.grid, self.partition, self.objective.loss,
@@ -81,6 +84,8 @@ class Trainer:
         self.pipe.get_additional_losses = lambda: dict(self.objective.parts)
         self.stage = self.pipe.local_stage
         self.stage.student.init_weights(cfg.train.seed)
+        if cfg.init_checkpoint:   # another run's weights; optimizer and schedule start afresh
+            ckpt.load_stage_weights(self.stage.student, cfg.init_checkpoint, "student.", self.grid.tp_rank)
         trained = [self.stage.student]
         if self.stage.intermediate is not None:
             initialize_parameters(self.stage.intermediate.named_parameters(prefix="intermediate"), cfg.train.seed)
@@ -119,7 +124,7 @@ class Trainer:
         loss_scale = float(getattr(self.engine.optimizer, "loss_scale", 1.0)) \
             if self.cfg.train.precision == "fp16" else 1.0
         self.stage.intermediate_scale = self.objective.begin_step(batches, loss_scale)
-        loss = self.engine.train_batch(iter([pipeline_item(b) for b in batches]))
+        loss = self.engine.train_batch(iter([pipeline_item(b, self.objective.label_keys) for b in batches]))
         self.iteration += 1
         out = {"loss": float(loss)}
         out.update({f"loss/{k}": float(v) for k, v in (self.engine.agg_additional_losses or {}).items()})
@@ -143,7 +148,8 @@ class Trainer:
             for _ in range(iterations):
                 batches = self._next_batches(loader, "evaluation")
                 self.engine.total_loss = self.engine.total_additional_losses = None  # left over from training
-                out = self.engine.eval_batch(iter([pipeline_item(b) for b in batches]), bcast_loss=False)
+                out = self.engine.eval_batch(iter([pipeline_item(b, self.objective.label_keys) for b in batches]),
+                                         bcast_loss=False)
                 result = torch.zeros(len(EVAL_FIELDS), device=self.device)
                 if self.grid.is_last_stage:
                     result = out.to(self.device, torch.float32)
@@ -165,6 +171,10 @@ class Trainer:
             return
 
         def request_stop(signum, frame):
+            if self.stop_signal:
+                # A second signal: stop now, without saving (published checkpoints are complete).
+                sys.stderr.write(f"signal {signum} again: stopping at once without saving\n")
+                os._exit(128 + signum)
             self.stop_signal = signum
 
         for signum in (signal.SIGUSR1, signal.SIGTERM):
@@ -278,4 +288,5 @@ class Trainer:
         ckpt.set_rng_state(state["rng"])
         self.train_loader.load_state_dict(self._compatible_loader_state(state["loader"], save_dir))
         self.iteration = state["iteration"]
+        self.logger.resume_at(self.iteration)
         self.log(f"resumed from {os.path.join(save_dir, tag)} at iteration {self.iteration}")
