@@ -128,30 +128,16 @@ def count_token_ids(prefixes: Sequence[str], vocab_size: int, workers: int = 1,
 
 # --- files -------------------------------------------------------------------------------------
 def read_protected_tokens(path: str, token_to_id) -> List[int]:
-    """Ids of the pieces listed one per line in ``path`` (blank lines ignored)."""
+    """Ids of the pieces listed one per line in ``path`` (UTF-8; blank lines ignored)."""
     if not os.path.isfile(path):
         raise DataError(f"protected-tokens file {path!r} does not exist")
     ids = []
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            token = line.strip()
-            if not token:
-                continue
+    with open(path, "rb") as f:   # decoded line by line, so that an error names its line
+        for number, raw in enumerate(f, 1):
             try:
-                ids.append(token_to_id(token))
-            except DataError:
-                raise DataError(f"{path}:{number}: token {token!r} is not in the tokenizer's vocabulary") from None
-    return ids
-
-
-def read_protected_tokens(path: str, token_to_id) -> List[int]:
-    """Ids of the pieces listed one per line in ``path`` (blank lines ignored)."""
-    if not os.path.isfile(path):
-        raise DataError(f"protected-tokens file {path!r} does not exist")
-    ids = []
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            token = line.strip()
+                token = raw.decode("utf-8").strip()
+            except UnicodeDecodeError:
+                raise DataError(f"{path}:{number}: not UTF-8 text") from None
             if not token:
                 continue
             try:
