@@ -1,6 +1,7 @@
 """Checks of the checkpoints a run reads, made on every rank before any process group or model exists.
 
-A distill run reads its teacher's checkpoint; any run may resume from its own ``save_dir``. Both
+A distill run reads its teacher's checkpoint (so do the task modes 2a and 2b); any run may start
+from another run's weights (``init_checkpoint``) and resume from its own ``save_dir``. All
 must fit the run (layout, model shape, vocabulary) or the run stops with one line naming the file.
 """
 from __future__ import annotations
@@ -9,6 +10,7 @@ import os
 from typing import Optional
 
 from ..config import ConfigError, ModelConfig, RunConfig, check_teacher_model
+from ..config.stage2 import TEACHER_MODES
 from ..model.partition import run_partition
 from . import checkpointing as ckpt
 from .vocab_compression import check_teacher
@@ -23,11 +25,11 @@ def check_compatible(saved: RunConfig, current: RunConfig, save_dir: str, what: 
     for name, old, new in checks:
         if old == new:
             continue
-        if what == "teacher":
-            tp = current.parallel.tp
-            raise ConfigError(f"{path}: teacher checkpoint has {name}={old}, this run has {name}={new}: re-lay it "
+        if what in ("teacher", "init"):
+            tp, field = current.parallel.tp, f"{what}_checkpoint"
+            raise ConfigError(f"{path}: {what} checkpoint has {name}={old}, this run has {name}={new}: re-lay it "
                               f"out with python tools/reshard_checkpoint.py --source {save_dir} --output "
-                              f"{save_dir.rstrip(os.sep)}-tp{tp} --tp {tp} and set teacher_checkpoint to the new folder")
+                              f"{save_dir.rstrip(os.sep)}-tp{tp} --tp {tp} and set {field} to the new folder")
         raise ConfigError(f"{path}: {what} checkpoint has {name}={old}, this run has {name}={new}")
 
 
@@ -62,15 +64,29 @@ def check_run_checkpoints(cfg: RunConfig, compression=None) -> Optional[ModelCon
     """Check the teacher (distill) and resume checkpoints of a run; returns the teacher's config.
     ``compression``: the run's vocabulary-compression artifact, if any."""
     teacher = None
-    if cfg.mode == "distill":
+    if cfg.mode in TEACHER_MODES:
         teacher = teacher_model_config(cfg, compression)
         run_partition(cfg, teacher)   # refuses intermediate-loss pairs that no partition keeps together
     elif cfg.loss.intermediate_weight > 0:
         raise ConfigError("loss.intermediate_weight needs mode 'distill' (it compares with a teacher)")
+    if cfg.init_checkpoint:
+        check_init_checkpoint(cfg)
     save_dir = cfg.checkpoint.save_dir
+    if cfg.checkpoint.load_tag is not None:   # an explicit request: the checkpoint must be there
+        ckpt.resume_tag(save_dir, cfg.checkpoint.load_tag)
     if save_dir and cfg.checkpoint.resume and os.path.isdir(save_dir) and \
             ckpt.resume_tag(save_dir, cfg.checkpoint.load_tag):
         saved = ckpt.saved_run_config(save_dir)
         check_compatible(saved, cfg, save_dir, "resume")
         check_same_model(saved.model, cfg.model, os.path.join(save_dir, ckpt.CONFIG), "resume")
     return teacher
+
+
+def check_init_checkpoint(cfg: RunConfig) -> None:
+    """``init_checkpoint``: a complete run of the same model shape at the run's TP (any PP)."""
+    init = cfg.init_checkpoint
+    saved = ckpt.saved_run_config(init)
+    check_compatible(saved, cfg, init, "init")
+    check_same_model(saved.model, cfg.model, os.path.join(init, ckpt.CONFIG), "init")
+    if ckpt.latest_tag(init) is None:
+        raise ConfigError(f"init_checkpoint {init} has no '{ckpt.LATEST}' file: no complete checkpoint to load")

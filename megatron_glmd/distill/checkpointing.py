@@ -57,8 +57,8 @@ def published_tags(save_dir: str) -> List[str]:
     return sorted(d for d in os.listdir(save_dir) if _TAG.fullmatch(d) and os.path.isdir(os.path.join(save_dir, d)))
 
 
-def _pick_another(save_dir: str) -> str:
-    tags = published_tags(save_dir)
+def _pick_another(save_dir: str, damaged: Optional[str] = None) -> str:
+    tags = [t for t in published_tags(save_dir) if t != damaged]
     if not tags:
         return "no complete checkpoint is left in it"
     return f"complete checkpoints: {', '.join(tags[-3:])}; resume from one with --set checkpoint.load_tag={tags[-1]}"
@@ -150,7 +150,7 @@ def load_train_state(save_dir: str, tag: str) -> Dict[str, Any]:
         if ranks and max(ranks) + 1 != world:
             raise ConfigError(f"{path} is missing: the checkpoint was written by {max(ranks) + 1} ranks, "
                               f"this run has {world}")
-        raise ConfigError(f"{path} is missing (deleted?); {_pick_another(save_dir)}")
+        raise ConfigError(f"{path} is missing (deleted?); {_pick_another(save_dir, damaged=tag)}")
     return safe_torch_load(path)
 
 

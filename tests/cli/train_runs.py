@@ -1,0 +1,32 @@
+"""glmd-train as a subprocess on a small real corpus (the `dataset` fixture of conftest.py): a run config, the call."""
+import os
+import subprocess
+import sys
+
+import yaml
+
+from megatron_glmd.data.tokenizer import GLMTokenizer
+
+EXIT_STOPPED_EARLY = 75
+
+
+def config(dataset, tokenizer_model, tmp_path, iterations):
+    vocab = GLMTokenizer(tokenizer_model).vocab_size
+    values = {
+        "mode": "pretrain",
+        "model": {"preset": "tiny-student", "vocab_size": vocab, "max_sequence_length": 64},
+        "train": {"iterations": iterations, "micro_batch_size": 2, "global_batch_size": 4},
+        "data": {"train_prefix": str(dataset / "train"), "valid_prefix": str(dataset / "valid"),
+                 "tokenizer_model": tokenizer_model, "seq_length": 64},
+        "checkpoint": {"save_dir": str(tmp_path / "run")},
+        "logging": {"log_interval": 1, "eval_iters": 1, "progress_bar": False},
+    }
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(values), encoding="utf-8")
+    return path
+
+
+def train(config, *extra, **kwargs):
+    return subprocess.Popen([sys.executable, "-m", "megatron_glmd.cli.train", "--config", str(config), *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"}, **kwargs)
