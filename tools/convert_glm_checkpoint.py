@@ -21,6 +21,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tools._cli import run  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -40,17 +41,11 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from megatron_glmd.convert import ConvertError
     from megatron_glmd.convert.glm_import import ImportOptions, convert_glm_checkpoint
 
     options = ImportOptions(preset=args.preset, num_attention_heads=args.num_attention_heads,
                             vocab_size=args.vocab_size, tokenizer=args.tokenizer, gelu=args.gelu, dtype=args.dtype)
-    try:
-        print(convert_glm_checkpoint(args.source, args.output, args.tp, args.pp, options))
-    except ConvertError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    return 0
+    return run(lambda: print(convert_glm_checkpoint(args.source, args.output, args.tp, args.pp, options)))
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@
 
 Writes model.safetensors (GLM's key names and fused-QKV layout, the embedding padded to a multiple
 of 128 rows) and config.json; --torch-bin also writes pytorch_model.bin, the same plain state dict
-for torch.load(weights_only=True). tools/convert_glm_checkpoint.py reads the folder back exactly.
+for torch.load(weights_only=True). A compressed student's vocab_compression/ (kept ids, token map)
+is copied beside them. tools/convert_glm_checkpoint.py reads the folder back exactly.
 On bad input prints one `error: <file>: <problem>` line, exits 1 and leaves no output behind.
 """
 from __future__ import annotations
@@ -15,6 +16,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tools._cli import run  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -24,14 +26,8 @@ def main(argv=None) -> int:
     p.add_argument("--tag", help="checkpoint tag to read (default: the one named by 'latest')")
     p.add_argument("--torch-bin", action="store_true", help="also write pytorch_model.bin")
     args = p.parse_args(argv)
-    from megatron_glmd.convert import ConvertError
     from megatron_glmd.convert.export import export_checkpoint
-    try:
-        print(export_checkpoint(args.source, args.output, args.tag, args.torch_bin))
-    except ConvertError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    return 0
+    return run(lambda: print(export_checkpoint(args.source, args.output, args.tag, args.torch_bin)))
 
 
 if __name__ == "__main__":

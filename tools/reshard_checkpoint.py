@@ -15,6 +15,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tools._cli import run  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -25,14 +26,8 @@ def main(argv=None) -> int:
     p.add_argument("--pp", type=int, default=1)
     p.add_argument("--tag", help="checkpoint tag to read (default: the one named by 'latest')")
     args = p.parse_args(argv)
-    from megatron_glmd.convert import ConvertError
     from megatron_glmd.convert.reshard import reshard_checkpoint
-    try:
-        print(reshard_checkpoint(args.source, args.output, args.tp, args.pp, args.tag))
-    except ConvertError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    return 0
+    return run(lambda: print(reshard_checkpoint(args.source, args.output, args.tp, args.pp, args.tag)))
 
 
 if __name__ == "__main__":
