@@ -44,3 +44,20 @@ def session_tokenizer(tmp_path_factory, vocab_size: int = 1200) -> str:
         corpus.write_text("\n".join(paragraphs()), encoding="utf-8")
         train_sentencepiece([corpus], vocab_size, str(root / "spm"), character_coverage=1.0)
     return str(model)
+
+
+def train_byte_level_bpe(folder, vocab_size: int, num_paragraphs: int):
+    """A small GPT-2-style byte-level BPE trained with Hugging Face ``tokenizers`` on the
+    documentation, saved as ``vocab.json`` + ``merges.txt`` and ``tokenizer.json`` in ``folder``;
+    returns the ``tokenizers.Tokenizer`` (an independent reference encoder)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<|endoftext|>"], show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(paragraphs()[:num_paragraphs], trainer)
+    tok.model.save(str(folder))
+    tok.save(str(folder / "tokenizer.json"))
+    return tok

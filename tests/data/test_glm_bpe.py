@@ -8,7 +8,7 @@ import pytest
 from megatron_glmd.data import DataError
 from megatron_glmd.data.glm_bpe import COMMAND_TOKENS, GLMBPETokenizer
 from megatron_glmd.data.tokenizer import GLMTokenizer, load_tokenizer, special_ids
-from tests.data.corpus import paragraphs
+from tests.data.corpus import paragraphs, train_byte_level_bpe
 
 TEXTS = ["Hello world, this is GLM.", "  leading spaces and\ttabs\n", "naïve café — unicode ✓",
          "text with [MASK] and <|startofpiece|> written out", ""]
@@ -16,18 +16,8 @@ TEXTS = ["Hello world, this is GLM.", "  leading spaces and\ttabs\n", "naïve ca
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=600, special_tokens=["<|endoftext|>"], show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator(paragraphs()[:400], trainer)
     folder = tmp_path_factory.mktemp("bpe")
-    tok.model.save(str(folder))                       # vocab.json + merges.txt
-    tok.save(str(folder / "tokenizer.json"))
-    return tok, folder
+    return train_byte_level_bpe(folder, 600, 400), folder
 
 
 def test_ids_match_an_independent_encoding(trained):

@@ -4,23 +4,15 @@ import pytest
 
 from megatron_glmd.data.glm_bpe import GLMBPETokenizer
 from megatron_glmd.tasks import encode_example, read_superglue, superglue_task, verbalizer_token_ids
-from tests.data.corpus import paragraphs
+from tests.data.corpus import train_byte_level_bpe
 
 from .helpers import write_jsonl
 
 
 @pytest.fixture(scope="module")
 def bpe(tmp_path_factory):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=500, special_tokens=["<|endoftext|>"], show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator(paragraphs()[:300], trainer)
     folder = tmp_path_factory.mktemp("bpe")
-    tok.model.save(str(folder))
+    train_byte_level_bpe(folder, 500, 300)
     return GLMBPETokenizer(folder / "vocab.json")
 
 
