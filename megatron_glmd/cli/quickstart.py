@@ -1,6 +1,6 @@
 """glmd-quickstart: the whole stage-1 GLMD story on a CPU in minutes, with no downloads.
 
-    glmd-quickstart [--workdir quickstart_out] [--teacher-iters 300] [--student-iters 200]
+    glmd-quickstart [--workdir quickstart_out] [--teacher-iters 300] [--student-iters 200] [--compress-vocab 0.5]
 
 1. collects a real-English corpus from the Python interpreter's bundled documentation,
 2. trains a SentencePiece tokenizer and preprocesses train / held-out splits,
@@ -9,7 +9,10 @@
    second one at τ = 1 for comparison (--compare-temperature),
 5. trains the same student from scratch on hard labels for the same number of steps (baseline),
 6. prints held-out blank-infilling loss of teacher, GLMD student and baseline, and the
-   student–teacher KL of both students.
+   student–teacher KL of both students;
+7. with --compress-vocab R (:mod:`.quickstart_compress`): counts token frequencies, slices the
+   teacher's embeddings at r_v = R, distils a student of the K kept tokens for the same steps and
+   prints it next to the full-vocabulary GLMD student, both over the kept tokens.
 Each phase is an ordinary run of the training engine; its configuration is written next to its
 checkpoints under the work directory.
 """
@@ -21,6 +24,8 @@ import sys
 import time
 
 from ..config import ConfigError
+from ..data.errors import DataError
+from .quickstart_compress import print_comparison
 
 
 def _model(layers: int, hidden: int, heads: int, vocab: int, seq: int) -> dict:
@@ -90,7 +95,12 @@ def main(argv=None) -> int:
                    help="also distil a student at this tau, for comparison (0: don't)")
     p.add_argument("--teacher-lr", type=float, default=1e-3)
     p.add_argument("--student-lr", type=float, default=2e-3)
+    p.add_argument("--compress-vocab", type=float, metavar="R_V",
+                   help="also distil a student with a compressed vocabulary of ratio r_v in (0, 1]")
     args = p.parse_args(argv)
+    if args.compress_vocab is not None and not 0 < args.compress_vocab <= 1:
+        print(f"error: --compress-vocab: r_v must be in (0, 1], got {args.compress_vocab}", file=sys.stderr)
+        return 2
     workdir, seq, batch = os.path.abspath(args.workdir), args.seq_length, args.batch_size
     start = time.perf_counter()
     try:
@@ -123,7 +133,9 @@ def main(argv=None) -> int:
                                    args.student_lr, seq, batch, teacher=teacher_dir, resume=True),
                               "baseline (reopened for evaluation)")
         rows.append(("student, from scratch (hard labels)", scratch.evaluate()))
-    except ConfigError as e:
+        if args.compress_vocab:
+            comparison = compressed_student(args, workdir, teacher_dir, student_model, teacher.valid_data)
+    except (ConfigError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print()
@@ -132,7 +144,30 @@ def main(argv=None) -> int:
     for label, metrics in rows:
         kl = f"{metrics['kl']:.4f}" if label != "teacher" else "-"
         print(f"  {label:<38}{metrics['student_loss']:>22.4f}{kl:>16}")
+    if args.compress_vocab:
+        print()
+        print_comparison(*comparison)
     return 0
+
+
+def compressed_student(args, workdir: str, teacher_dir: str, student_model: dict, valid_data):
+    """Frequencies, the artifact, and a compressed GLMD student (same steps and tau as the first GLMD
+    student); returns the arguments of ``print_comparison``."""
+    from .quickstart_compress import compare, count_frequencies, slice_teacher
+
+    ratio, tau = args.compress_vocab, args.temperature
+    print(f"[compress 1/2] vocabulary: token frequencies of the training split, the teacher's embeddings "
+          f"sliced at r_v = {ratio:g}")
+    artifact = slice_teacher(workdir, teacher_dir, count_frequencies(workdir), ratio, student_model["hidden_size"])
+    print(f"[compress 2/2] student: GLMD distillation (tau={tau:g}) with the compressed vocabulary, same steps")
+    values = _run("distill", student_model, workdir, "student_compressed", args.student_iters, args.student_lr,
+                  args.seq_length, args.batch_size, teacher=teacher_dir, temperature=tau)
+    values["vocab_compression"] = {"artifact": artifact}
+    student = train_phase(values, "compressed GLMD student")
+    rows = compare([(f"student, full vocabulary (tau={tau:g})", os.path.join(workdir, "student_glmd")),
+                    (f"student, r_v = {ratio:g} (tau={tau:g})", os.path.join(workdir, "student_compressed"))],
+                   teacher_dir, artifact, valid_data)
+    return rows, ratio, student.cfg.model.vocab_size, student_model["vocab_size"]
 
 
 if __name__ == "__main__":

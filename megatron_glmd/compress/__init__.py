@@ -10,6 +10,9 @@ Modules (imported explicitly; this package import stays free of torch so that
                output matrix, summary), written atomically and loaded with checks
 ``slicing``    the steps from a teacher embedding and a frequency table to the artifact
                (``tools/slice_embeddings.py`` is a thin CLI over them)
+``evaluate``   held-out KL and loss of any student over the kept tokens (one process, TP = 1)
+
+A training run uses the artifact through ``megatron_glmd.distill.vocab_compression``.
 
 Counting token ids stays in ``megatron_glmd.data.vocab_frequency``, which also reads and
 writes the frequency table.

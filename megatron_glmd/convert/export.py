@@ -4,7 +4,9 @@ The output folder holds ``model.safetensors`` (GLM's keys, ``[Q; K; V]`` QKV, th
 zero-padded to a multiple of 128 rows as GLM pads it) and ``config.json`` (the hub port's GLM
 fields, plus a ``megatron_glmd`` entry with the real vocabulary size and the GeLU variant, so that
 :mod:`.glm_import` reads it back exactly); optionally also ``pytorch_model.bin``, the same state
-dict for ``torch.load(weights_only=True)``. The folder appears complete or not at all.
+dict for ``torch.load(weights_only=True)``. A compressed student's vocabulary-compression artifact
+(``vocab_compression/``: the kept ids its rows stand for, the token map its inputs go through) is
+copied beside the weights. The folder appears complete or not at all.
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ import torch
 
 from .errors import ConvertError
 from .glm_layout import glmd_to_glm
-from .glmd_checkpoint import read_checkpoint
+from .glmd_checkpoint import VOCAB_COMPRESSION_DIR, read_checkpoint
 
 HUB_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 
@@ -61,13 +63,20 @@ def export_checkpoint(source: str, output: str, tag: Optional[str] = None, torch
         if torch_bin:
             torch.save(glm_state, os.path.join(tmp, "pytorch_model.bin"))
         rows = glm_state["word_embeddings.weight"].shape[0]
+        hub = hub_config(config, rows)
+        artifact = os.path.join(source, VOCAB_COMPRESSION_DIR)
+        if os.path.isdir(artifact):
+            shutil.copytree(artifact, os.path.join(tmp, VOCAB_COMPRESSION_DIR))
+            hub["megatron_glmd"]["vocab_compression"] = VOCAB_COMPRESSION_DIR
         with open(os.path.join(tmp, "config.json"), "w", encoding="utf-8") as f:
-            json.dump(hub_config(config, rows), f, indent=2)
+            json.dump(hub, f, indent=2)
         os.replace(tmp, output)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     files = "model.safetensors, config.json" + (", pytorch_model.bin" if torch_bin else "")
+    if os.path.isdir(os.path.join(output, VOCAB_COMPRESSION_DIR)):
+        files += f", {VOCAB_COMPRESSION_DIR}/ (the student's compressed vocabulary: map input ids through it)"
     return (f"read {source}: {config.num_layers} layers, hidden {config.hidden_size}, "
             f"{sum(v.numel() for v in state.values()):,} parameters, vocabulary {config.vocab_size} "
             f"(embedding padded to {rows} rows), GeLU {config.gelu}, {config.dtype}\n"

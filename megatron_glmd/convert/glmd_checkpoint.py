@@ -7,6 +7,8 @@ On disk (the files :func:`megatron_glmd.distill.checkpointing.load_stage_weights
     SAVE_DIR/latest                      the tag of the checkpoint
     SAVE_DIR/<tag>/layer_{stage:02d}-model_{tp_rank:02d}-model_states.pt
                                          {"student.<GLMStage parameter name>": tensor}, global layer indices
+    SAVE_DIR/vocab_compression/          a compressed student's vocabulary-compression artifact (its
+                                         rows are the artifact's kept ids; inputs map through its token_map)
 
 In memory the state dict is the unsplit (TP = 1, PP = 1) model under GLMStage's names, without the
 ``student.`` prefix, with exactly ``vocab_size`` word-embedding rows. Which tensors a stage holds
@@ -37,6 +39,7 @@ from .errors import ConvertError
 
 CONFIG_FILE = "config.yaml"
 LATEST_FILE = "latest"
+VOCAB_COMPRESSION_DIR = "vocab_compression"
 DEFAULT_TAG = "iter_0000000"
 PREFIX = "student."
 EMBEDDING = "word_embeddings.weight"

@@ -10,14 +10,19 @@ from ..data.glm_dataset import BlankInfillingDataset
 from ..data.indexed_dataset import IndexedDataset
 from ..data.tokenizer import SpecialIds, load_tokenizer, special_ids
 from ..config import RunConfig
+from . import vocab_compression
 
 
 def check_tokenizer(cfg: RunConfig):
-    """The run's tokenizer (SentencePiece model or GLM's BPE files), whose vocabulary must be the model's."""
+    """The run's tokenizer (SentencePiece model or GLM's BPE files), whose vocabulary must be the model's
+    (with a compressed vocabulary: the artifact's, :mod:`.vocab_compression`)."""
     try:
         tokenizer = load_tokenizer(cfg.data.tokenizer_model)
     except (DataError, OSError) as e:
         raise ConfigError(f"data.tokenizer_model: {e}") from None
+    if cfg.vocab_compression.artifact is not None:
+        vocab_compression.check_tokenizer(cfg, tokenizer)
+        return tokenizer
     if tokenizer.vocab_size != cfg.model.vocab_size:
         raise ConfigError(f"model.vocab_size={cfg.model.vocab_size} but the tokenizer {cfg.data.tokenizer_model} "
                           f"has {tokenizer.vocab_size} tokens: set model.vocab_size to {tokenizer.vocab_size}")

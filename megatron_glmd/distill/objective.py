@@ -10,6 +10,8 @@ step, so that each part is divided exactly once by its global count:
     ⇒ reported loss = Σ_parts weight · (Σ over the global batch of sum_part) / global_count_part
 
 In evaluation the same call returns raw sums (:data:`EVAL_FIELDS`), added up by the trainer.
+With vocabulary compression (:mod:`.vocab_compression`) every hard-label target is mapped to its
+student row first, and evaluation also counts the targets outside the kept set.
 The intermediate-layer ablation is the one part computed outside the last stage: its gradient is
 injected per stage, scaled by the factor set here (the "scale handshake").
 """
@@ -26,19 +28,24 @@ from ..parallel.grid import ParallelGrid
 from ..parallel.vocab import vocab_shard_real_columns
 from .losses import distill_loss_sums, distill_normalizer, hard_label_normalizer, hard_label_sum
 
-EVAL_FIELDS = ("kl", "student_ce", "teacher_ce", "valid_tokens", "target_tokens")
+EVAL_FIELDS = ("kl", "student_ce", "teacher_ce", "valid_tokens", "target_tokens", "dropped_targets")
 
 
 class Objective:
     """The loss of a ``pretrain`` or ``distill`` run on this rank, over vocab-parallel logit shards."""
 
-    def __init__(self, cfg: RunConfig, grid: ParallelGrid, device: torch.device):
+    def __init__(self, cfg: RunConfig, grid: ParallelGrid, device: torch.device, compression=None):
         self.cfg, self.grid, self.device = cfg, grid, device
         self.accumulation = cfg.train.accumulation_steps(grid.dp_size)
         model = cfg.model
         # Real (non-padding) columns of this TP rank's logits shard: the losses' ``vocab_end``.
         self.vocab_end = vocab_shard_real_columns(model.vocab_size, model.padded_vocab_size(grid.tp_size),
                                                   grid.tp_rank, grid.tp_size)
+        # Compressed vocabulary: original id -> student row, and which original ids were dropped.
+        self.target_rows = self.dropped = None
+        if compression is not None:
+            self.target_rows = compression.student_ids().to(device)
+            self.dropped = (compression.token_map != torch.arange(compression.vocab_size)).to(device)
         distill = cfg.mode == "distill"
         self.weights = {"hard_label": 1.0} if not distill else {"distill": 1.0}
         if distill and cfg.loss.hard_label_weight > 0:
@@ -76,6 +83,7 @@ class Objective:
         target_ids, loss_mask, length = (x.to(self.device) for x in labels)
         if self.evaluating:
             return self.eval_sums(outputs, target_ids, loss_mask, length)
+        target_ids = self.student_targets(target_ids)
         student_logits, tp_group = outputs[0], self.grid.tp_group
         if self.cfg.mode == "pretrain":
             sums = {"hard_label": hard_label_sum(student_logits, target_ids, loss_mask, tp_group=tp_group,
@@ -89,10 +97,20 @@ class Objective:
         self.parts = {k: v.detach() for k, v in normalized.items()}
         return sum(self.weights[k] * v for k, v in normalized.items())
 
+    def student_targets(self, target_ids: torch.Tensor) -> torch.Tensor:
+        """Targets as student rows: mapped through the compressed vocabulary, if any."""
+        return target_ids if self.target_rows is None else self.target_rows[target_ids]
+
     def eval_sums(self, outputs, target_ids, loss_mask, length) -> torch.Tensor:
         """``[len(EVAL_FIELDS)]`` sums of one micro-batch: student–teacher KL at τ = 1 over valid
-        tokens, student and teacher blank-infilling cross-entropy, and the two token counts."""
+        tokens, student and teacher blank-infilling cross-entropy (on mapped targets), the two
+        token counts, and the targets outside the kept set of a compressed vocabulary."""
         from kernels.softmax_kl import softmax_kl
+
+        dropped = torch.zeros((), device=self.device)
+        if self.dropped is not None:
+            dropped = (self.dropped[target_ids] & (loss_mask > 0)).sum()
+        target_ids = self.student_targets(target_ids)
 
         tp_group, logits = self.grid.tp_group, outputs[0]
         v = logits.shape[-1]
@@ -104,7 +122,7 @@ class Objective:
             teacher_ce = hard_label_sum(outputs[1], target_ids, loss_mask, tp_group=tp_group, vocab_end=self.vocab_end)
         student_ce = hard_label_sum(logits, target_ids, loss_mask, tp_group=tp_group, vocab_end=self.vocab_end)
         return torch.stack([kl.float(), student_ce.float(), teacher_ce.float(), valid.sum().float(),
-                            (loss_mask > 0).sum().float()])
+                            (loss_mask > 0).sum().float(), dropped.float()])
 
     # ------------------------------------------------------------------ after the step
     def intermediate_loss(self, stage_sums: List[torch.Tensor]) -> float:
@@ -117,10 +135,13 @@ class Objective:
         return float(total) / self._intermediate_denominator
 
     @staticmethod
-    def eval_metrics(totals: torch.Tensor, with_teacher: bool) -> Dict[str, float]:
-        """Per-token held-out metrics from the summed :data:`EVAL_FIELDS`."""
-        kl, s_ce, t_ce, n_valid, n_target = totals.tolist()
+    def eval_metrics(totals: torch.Tensor, with_teacher: bool, compressed: bool = False) -> Dict[str, float]:
+        """Per-token held-out metrics from the summed :data:`EVAL_FIELDS` (compressed: KL over the
+        kept tokens, losses on mapped targets, and the share of targets outside the kept set)."""
+        kl, s_ce, t_ce, n_valid, n_target, n_dropped = totals.tolist()
         metrics = {"student_loss": s_ce / max(n_target, 1.0)}
         if with_teacher:
             metrics.update(teacher_loss=t_ce / max(n_target, 1.0), kl=kl / max(n_valid, 1.0))
+        if compressed:
+            metrics["targets_outside_kept"] = n_dropped / max(n_target, 1.0)
         return metrics

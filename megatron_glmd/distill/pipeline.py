@@ -10,7 +10,9 @@ writes it into the student's checkpoints.
 What crosses a stage boundary (DeepSpeed sends every tensor of the tuple and expects a gradient
 back for every floating-point one):
 
-    first stage in:  input_ids, position_ids, sep, length
+    first stage in:  input_ids, position_ids, sep, length (a compressed run maps the student's ids
+                     through the artifact's table here; the teacher's stay unmapped, see
+                     :mod:`.vocab_compression`)
     between stages:  student hidden (float, gets a gradient), teacher hidden viewed as uint8 bytes
                      (no gradient), sep, length
     last stage out:  student logits [, teacher logits]        → loss_fn(outputs, labels)
@@ -41,7 +43,8 @@ class DistillStage(nn.Module):
     """Pipeline stage ``pp_rank``: the student's slice, and (distill mode) the frozen teacher's slice."""
 
     def __init__(self, pp_rank: int, student_config: ModelConfig, grid: ParallelGrid, layers: StageLayers,
-                 teacher_config: Optional[ModelConfig] = None, intermediate_loss: bool = False):
+                 teacher_config: Optional[ModelConfig] = None, intermediate_loss: bool = False,
+                 compression=None):
         super().__init__()
         self.pp_rank = pp_rank
         self.is_first = pp_rank == 0
@@ -54,6 +57,11 @@ class DistillStage(nn.Module):
                                layer_range=layers.teacher)
             teacher.eval().requires_grad_(False)
         object.__setattr__(self, "teacher", teacher)  # unregistered on purpose, see module docstring
+        if compression is not None and self.is_first:
+            # original id -> student row ([v], int64): moved to the engine's device with the stage, never saved
+            self.register_buffer("student_ids", compression.student_ids(), persistent=False)
+        if compression is not None and self.is_last and teacher is not None:
+            teacher.decode_with(compression.teacher_output_shard(grid.tp_rank, grid.tp_size))
         self.intermediate = None
         self.intermediate_sums = []      # detached per-micro-batch sums, collected by the engine
         self.intermediate_scale = 0.0    # gradient of the summed loss, set by the engine per step
@@ -69,7 +77,9 @@ class DistillStage(nn.Module):
     def forward(self, inputs: Tuple[torch.Tensor, ...]):
         if self.is_first:
             input_ids, position_ids, sep, length = inputs
-            student_in, teacher_in = input_ids, input_ids
+            student_ids = getattr(self, "student_ids", None)
+            student_in = input_ids if student_ids is None else student_ids[input_ids]
+            teacher_in = input_ids
         else:
             student_in, teacher_bits, sep, length = inputs
             position_ids = None
@@ -98,9 +108,11 @@ def _from_bits(bits: torch.Tensor, teacher: GLMStage) -> torch.Tensor:
 
 
 def build_pipeline(student_config: ModelConfig, grid: ParallelGrid, partition: Sequence[StageLayers],
-                   loss_fn: Callable, teacher_config: Optional[ModelConfig] = None, intermediate_loss: bool = False):
+                   loss_fn: Callable, teacher_config: Optional[ModelConfig] = None, intermediate_loss: bool = False,
+                   compression=None):
     """A ``GLMDPipeline`` with one :class:`DistillStage` per pipeline stage (only the local one is built);
-    ``partition`` gives each stage's layers (:func:`megatron_glmd.model.partition.run_partition`)."""
+    ``partition`` gives each stage's layers (:func:`megatron_glmd.model.partition.run_partition`);
+    ``compression``: the run's vocabulary-compression artifact, or None."""
     from deepspeed.pipe import LayerSpec, PipelineModule
     from deepspeed.runtime.pipe.topology import PipeModelDataParallelTopology
 
@@ -128,7 +140,7 @@ def build_pipeline(student_config: ModelConfig, grid: ParallelGrid, partition: S
             return self.forward_funcs[0]
 
     topology = PipeModelDataParallelTopology(num_pp=grid.pp_size, num_mp=grid.tp_size, num_dp=grid.dp_size)
-    specs = [LayerSpec(DistillStage, k, student_config, grid, partition[k], teacher_config, intermediate_loss)
-             for k in range(grid.pp_size)]
+    specs = [LayerSpec(DistillStage, k, student_config, grid, partition[k], teacher_config, intermediate_loss,
+                       compression) for k in range(grid.pp_size)]
     return GLMDPipeline(layers=specs, topology=topology, loss_fn=loss_fn, partition_method="uniform",
                         activation_checkpoint_interval=0)

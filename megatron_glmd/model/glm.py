@@ -106,12 +106,26 @@ class GLMStage(nn.Module):
                   + self.block_position_embeddings(position_ids[:, 1]))
         return self.embedding_dropout(hidden)
 
+    def decode_with(self, weight: torch.Tensor) -> None:
+        """Decode with ``weight`` (this TP rank's rows of an output matrix, ``[rows, width]``) instead of
+        the tied word embedding: the teacher of a compressed run decodes with its sliced matrix
+        ``W_vT[kept_ids]`` (docs/design.md, "Vocabulary compression"). Held frozen in the model's dtype
+        as a non-persistent buffer: moved with the model, never saved, never trained."""
+        table = self.word_embeddings.weight
+        if not self.is_last or weight.dim() != 2 or weight.shape[1] != table.shape[1]:
+            raise ValueError(f"an output weight must be [rows, {table.shape[1]}] on the last stage, "
+                             f"got {tuple(weight.shape)} on {'the last' if self.is_last else 'another'} stage")
+        self.register_buffer("output_weight", weight.detach().to(device=table.device, dtype=table.dtype),
+                             persistent=False)
+
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        """Final LayerNorm and the tied output layer: vocab-parallel logits ``[b, s, V/TP]``."""
+        """Final LayerNorm and the output layer (tied, unless :meth:`decode_with` replaced it):
+        vocab-parallel logits ``[b, s, V/TP]``."""
         hidden = self.final_layernorm(hidden)
         if self.config.embedding_size:
             hidden = F.linear(hidden, self.embedding_projection.weight.t())   # h -> E through the tied factor
-        return F.linear(copy_to_tp(hidden, self.tp_group), self.word_embeddings.weight)
+        weight = getattr(self, "output_weight", None)
+        return F.linear(copy_to_tp(hidden, self.tp_group), self.word_embeddings.weight if weight is None else weight)
 
     def forward(self, inputs: torch.Tensor, position_ids: Optional[torch.Tensor], sep: torch.Tensor,
                 length: torch.Tensor) -> torch.Tensor:
