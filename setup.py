@@ -43,6 +43,7 @@ setup(
             "glmd-train=megatron_glmd.cli.train:main",
             "glmd-launch-plan=megatron_glmd.cli.launch_plan:main",
             "glmd-quickstart=megatron_glmd.cli.quickstart:main",
+            "glmd-task-demo=megatron_glmd.cli.task_demo:main",
         ],
     },
 )

@@ -2,6 +2,9 @@
 
     glmd-train --config run.yaml [--set train.iterations=1000 --set parallel.tp=2 ...]
 
+The stage-2 task modes (finetune, task_distill, task_logits, evaluate; megatron_glmd/config/stage2.py)
+end with the task's metrics on task.eval_split, printed and written as JSON.
+
 Run one process per device (torchrun, ``deepspeed``, or srun with RANK/WORLD_SIZE/LOCAL_RANK/
 MASTER_ADDR/MASTER_PORT set, as ``launch/`` does); a single process needs nothing set.
 
@@ -16,6 +19,7 @@ import argparse
 import sys
 
 from ..config import ConfigError
+from ..config.stage2 import TASK_MODES
 
 EXIT_STOPPED_EARLY = 75   # sysexits.h EX_TEMPFAIL: "try again later" -- resume
 EXIT_DIVERGED = 3         # a non-finite loss or gradient norm: nothing saved at or after it
@@ -35,8 +39,12 @@ def main(argv=None) -> int:
         from ..distill.trainer import Trainer, TrainingDiverged
 
         cfg = load_run_config(args.config, args.set)
-        train_data, valid_data = build_datasets(cfg)
-        trainer = Trainer(cfg, train_data, valid_data)
+        if cfg.mode in TASK_MODES:
+            from ..distill.task_trainer import TaskTrainer
+            trainer, valid_data = TaskTrainer.from_config(cfg), None
+        else:
+            train_data, valid_data = build_datasets(cfg)
+            trainer = Trainer(cfg, train_data, valid_data)
     except (ConfigError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -49,7 +57,9 @@ def main(argv=None) -> int:
         trainer.log(f"stopped early at iteration {trainer.iteration} by a signal, after saving: run the same "
                     f"command to resume (exit status {EXIT_STOPPED_EARLY})")
         return EXIT_STOPPED_EARLY
-    if valid_data is not None:
+    if cfg.mode in TASK_MODES:
+        trainer.finish()
+    elif valid_data is not None:
         metrics = trainer.evaluate()
         trainer.log("held-out: " + " | ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
     return 0

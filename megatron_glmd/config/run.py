@@ -2,7 +2,8 @@
 
 YAML layout (every section optional except ``model`` and ``data``)::
 
-    mode: distill                 # or pretrain (hard-label blank infilling; how teachers are made)
+    mode: distill                 # or pretrain (hard-label blank infilling; how teachers are made), or a
+                                  # stage-2 task mode (megatron_glmd/config/stage2.py: task:, init_checkpoint:)
     model: {preset: tiny-student} # the model being trained (student), as in megatron_glmd.config
     teacher_checkpoint: runs/teacher   # distill only: a pretrain run's save_dir
     parallel: {tp: 1, pp: 1}      # dp = world size / (tp * pp)
@@ -25,8 +26,9 @@ from .base import ConfigError, dataclass_from_dict, read_yaml_mapping
 from .model import ModelConfig, from_dict
 from .sections import (CheckpointConfig, DataConfig, DistillLossConfig, LoggingConfig, OptimizerConfig,
                        ParallelConfig, TrainConfig)
+from .stage2 import TASK_MODES, TEACHER_MODES, TaskSection, model_values, validate_task_run
 
-MODES = ("pretrain", "distill")
+MODES = ("pretrain", "distill") + TASK_MODES
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,8 @@ class RunConfig:
     checkpoint: CheckpointConfig = CheckpointConfig()
     logging: LoggingConfig = LoggingConfig()
     vocab_compression: VocabCompressionConfig = VocabCompressionConfig()
+    init_checkpoint: Optional[str] = None   # start from this run's weights (fresh optimizer and schedule)
+    task: TaskSection = TaskSection()       # the stage-2 task of the task modes
 
     def validate(self, world_size: int) -> "RunConfig":
         """Check everything that can be checked before any work starts; raise ConfigError naming it."""
@@ -65,12 +69,14 @@ class RunConfig:
         self.train.validate(dp=world_size // (tp * pp))
         self.optimizer.validate()
         self.loss.validate()
-        self.data.validate()
+        self.data.validate(corpus=self.mode not in TASK_MODES)
         self.checkpoint.validate()
         self.logging.validate(has_validation_data=bool(self.data.valid_prefix))
-        if self.mode == "distill" and not self.teacher_checkpoint:
-            raise ConfigError("mode 'distill' needs teacher_checkpoint: the save_dir of a pretrain run")
-        if self.mode == "distill" and not os.path.isdir(self.teacher_checkpoint):
+        validate_task_run(self)
+        if self.mode in TEACHER_MODES and not self.teacher_checkpoint:
+            made_by = "pretrain" if self.mode == "distill" else "finetune"
+            raise ConfigError(f"mode {self.mode!r} needs teacher_checkpoint: the save_dir of a {made_by} run")
+        if self.mode in TEACHER_MODES and not os.path.isdir(self.teacher_checkpoint):
             raise ConfigError(f"teacher_checkpoint {self.teacher_checkpoint} does not exist")
         artifact = self.vocab_compression.artifact
         if artifact is not None and not os.path.isdir(artifact):
@@ -100,17 +106,18 @@ def check_teacher_model(student: ModelConfig, teacher: ModelConfig, tp: int, pp:
 
 _SECTIONS = {"parallel": ParallelConfig, "train": TrainConfig, "optimizer": OptimizerConfig,
              "loss": DistillLossConfig, "data": DataConfig, "checkpoint": CheckpointConfig,
-             "logging": LoggingConfig, "vocab_compression": VocabCompressionConfig}
+             "logging": LoggingConfig, "vocab_compression": VocabCompressionConfig, "task": TaskSection}
 
 
 def run_config_from_dict(values: Dict[str, Any], where: str = "") -> RunConfig:
     prefix = f"{where}: " if where else ""
     values = dict(values)
-    known = {"mode", "teacher_checkpoint", "model", *_SECTIONS}
+    known = {"mode", "teacher_checkpoint", "init_checkpoint", "model", *_SECTIONS}
     unknown = sorted(set(values) - known)
     if unknown:
         raise ConfigError(f"{prefix}unknown config section {unknown[0]!r}; known: {', '.join(sorted(known))}")
-    if "model" not in values:
+    values["model"] = model_values(values, prefix)   # a task run may take its model from init_checkpoint
+    if values["model"] is None:
         raise ConfigError(f"{prefix}missing required section 'model'")
     if "data" not in values:
         raise ConfigError(f"{prefix}missing required section 'data'")
@@ -119,7 +126,7 @@ def run_config_from_dict(values: Dict[str, Any], where: str = "") -> RunConfig:
         if name in values:
             section = values.pop(name)
             kwargs[name] = dataclass_from_dict(cls, {} if section is None else section, where=f"{prefix}{name}: ")
-    for name in ("mode", "teacher_checkpoint"):
+    for name in ("mode", "teacher_checkpoint", "init_checkpoint"):
         if name in values:
             value = values.pop(name)
             if value is not None and not isinstance(value, str):

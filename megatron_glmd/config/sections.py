@@ -16,6 +16,7 @@ from .model import PRECISIONS
 DISTILL_TOKENS = ("valid", "all", "infilled")
 DIVERGENCES = ("kl", "mse")
 NORMALIZE_BY = ("tokens", "positions")
+DECAY_STYLES = ("cosine", "linear")
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,7 @@ class TrainConfig:
     seed: int = 1234
     checkpoint_activations: bool = False
     skip_nonfinite_steps: int = 0     # steps with a non-finite loss or grad norm to skip before stopping
+    epochs: Optional[float] = None    # task modes: sets iterations from the training set (config/stage2.py)
 
     def accumulation_steps(self, dp: int) -> int:
         """Micro-batches per data-parallel rank and optimizer step (the pipeline's micro-batch count)."""
@@ -45,6 +47,8 @@ class TrainConfig:
             raise ConfigError(f"train.global_batch_size {self.global_batch_size} is not divisible by "
                               f"train.micro_batch_size * data-parallel size = {self.micro_batch_size} * {dp}")
         _at_least("train.skip_nonfinite_steps", self.skip_nonfinite_steps, 0)
+        if self.epochs is not None:
+            _positive("train.epochs", self.epochs)
         _one_of("train.precision", self.precision, PRECISIONS)
         return self
 
@@ -72,7 +76,7 @@ class DistillLossConfig:
 
 @dataclass(frozen=True)
 class OptimizerConfig:
-    """Adam(β1, β2, ε) with decoupled weight decay, linear warm-up then cosine decay to min_lr."""
+    """Adam(β1, β2, ε) with decoupled weight decay, linear warm-up then cosine (or linear) decay to min_lr."""
 
     lr: float = 4e-4
     min_lr: float = 0.0
@@ -83,6 +87,8 @@ class OptimizerConfig:
     eps: float = 1e-6
     weight_decay: float = 0.1
     clip_grad: float = 1.0             # global gradient-norm clip; 0 turns clipping off
+    decay_style: str = "cosine"        # cosine, or linear (GLM's fine-tuning)
+    warmup_ratio: Optional[float] = None  # task modes: warm-up as a fraction of the iterations (not with warmup_iters)
 
     def validate(self) -> "OptimizerConfig":
         _positive("optimizer.lr", self.lr)
@@ -99,6 +105,12 @@ class OptimizerConfig:
         _positive("optimizer.eps", self.eps)
         _at_least("optimizer.weight_decay", self.weight_decay, 0)
         _at_least("optimizer.clip_grad", self.clip_grad, 0)
+        _one_of("optimizer.decay_style", self.decay_style, DECAY_STYLES)
+        if self.warmup_ratio is not None:
+            if not (math.isfinite(self.warmup_ratio) and 0 <= self.warmup_ratio < 1):
+                raise ConfigError(f"optimizer.warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+            if self.warmup_iters:
+                raise ConfigError("optimizer: give warmup_iters or warmup_ratio, not both")
         return self
 
 
@@ -111,8 +123,9 @@ class DataConfig:
     task_mask: bool = False          # GLM-2B/10B task-mask mode ([MASK] / [sMASK] / [gMASK] mixture)
     seed: int = 1234
 
-    def validate(self) -> "DataConfig":
-        if not self.train_prefix:
+    def validate(self, corpus: bool = True) -> "DataConfig":
+        """``corpus``: the run reads the blank-infilling corpus (not a task mode's files)."""
+        if corpus and not self.train_prefix:
             raise ConfigError("data.train_prefix is empty: give a preprocessed dataset prefix")
         _at_least("data.seq_length", self.seq_length, 2)
         return self

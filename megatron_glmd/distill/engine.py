@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import socket
-from typing import Dict
+from typing import Dict, Sequence
 
 import torch
 import torch.distributed as dist
@@ -16,12 +16,13 @@ import torch.distributed as dist
 from ..config import RunConfig
 
 INPUT_KEYS = ("input_ids", "position_ids", "sep", "length")   # what the first stage reads
-LABEL_KEYS = ("target_ids", "loss_mask", "length")            # what the last stage's loss reads
+LABEL_KEYS = ("target_ids", "loss_mask", "length")            # what the stage-1 loss reads (Objective.label_keys)
 
 
-def pipeline_item(batch: Dict[str, torch.Tensor]):
-    """(first-stage inputs, last-stage labels) of a collated micro-batch, as DeepSpeed's pipeline reads them."""
-    return tuple(batch[k] for k in INPUT_KEYS), tuple(batch[k] for k in LABEL_KEYS)
+def pipeline_item(batch: Dict[str, torch.Tensor], label_keys: Sequence[str] = LABEL_KEYS):
+    """(first-stage inputs, last-stage labels) of a collated micro-batch, as DeepSpeed's pipeline reads them;
+    ``label_keys``: what the objective's loss reads (its ``label_keys``)."""
+    return tuple(batch[k] for k in INPUT_KEYS), tuple(batch[k] for k in label_keys)
 
 
 def init_distributed() -> None:

@@ -26,6 +26,7 @@ from ..config import RunConfig
 from ..model.attention_mask import valid_token_mask
 from ..parallel.grid import ParallelGrid
 from ..parallel.vocab import vocab_shard_real_columns
+from .engine import LABEL_KEYS
 from .losses import distill_loss_sums, distill_normalizer, hard_label_normalizer, hard_label_sum
 
 EVAL_FIELDS = ("kl", "student_ce", "teacher_ce", "valid_tokens", "target_tokens", "dropped_targets")
@@ -33,6 +34,8 @@ EVAL_FIELDS = ("kl", "student_ce", "teacher_ce", "valid_tokens", "target_tokens"
 
 class Objective:
     """The loss of a ``pretrain`` or ``distill`` run on this rank, over vocab-parallel logit shards."""
+
+    label_keys = LABEL_KEYS      # the batch fields the last stage's loss reads
 
     def __init__(self, cfg: RunConfig, grid: ParallelGrid, device: torch.device, compression=None):
         self.cfg, self.grid, self.device = cfg, grid, device

@@ -34,11 +34,14 @@ def build_optimizer(groups: List[dict], cfg: OptimizerConfig) -> torch.optim.Opt
 
 
 def cosine_lr(iteration: int, cfg: OptimizerConfig, total_iters: int) -> float:
-    """Learning rate after ``iteration`` optimizer steps: linear warm-up, then cosine to min_lr."""
+    """Learning rate after ``iteration`` optimizer steps: linear warm-up, then cosine (``decay_style:
+    linear``: linear, as GLM's fine-tuning) to min_lr."""
     if cfg.warmup_iters and iteration < cfg.warmup_iters:
         return cfg.lr * (iteration + 1) / cfg.warmup_iters
     decay = cfg.decay_iters if cfg.decay_iters is not None else max(total_iters - cfg.warmup_iters, 1)
     progress = min((iteration - cfg.warmup_iters) / decay, 1.0)
+    if cfg.decay_style == "linear":
+        return cfg.min_lr + (cfg.lr - cfg.min_lr) * (1.0 - progress)
     return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1.0 + math.cos(math.pi * progress))
 
 
