@@ -9,10 +9,13 @@ from __future__ import annotations
 import os
 from typing import Optional
 
+import torch.distributed as dist
+
 from ..config import ConfigError, ModelConfig, RunConfig, check_teacher_model
 from ..config.stage2 import TEACHER_MODES
 from ..model.partition import run_partition
 from . import checkpointing as ckpt
+from .elastic import check_dp_change
 from .vocab_compression import check_teacher
 
 
@@ -30,7 +33,13 @@ def check_compatible(saved: RunConfig, current: RunConfig, save_dir: str, what: 
             raise ConfigError(f"{path}: {what} checkpoint has {name}={old}, this run has {name}={new}: re-lay it "
                               f"out with python tools/reshard_checkpoint.py --source {save_dir} --output "
                               f"{save_dir.rstrip(os.sep)}-tp{tp} --tp {tp} and set {field} to the new folder")
-        raise ConfigError(f"{path}: {what} checkpoint has {name}={old}, this run has {name}={new}")
+        tp, pp = current.parallel.tp, current.parallel.pp
+        out = f"{save_dir.rstrip(os.sep)}-tp{tp}-pp{pp}"
+        raise ConfigError(f"{path}: {what} checkpoint has {name}={old}, this run has {name}={new}: resume at "
+                          f"{name}={old} (the data-parallel size may change), or re-lay out the weights with python "
+                          f"tools/reshard_checkpoint.py --source {save_dir} --output {out} --tp {tp} --pp {pp} and "
+                          f"start a new run from them (init_checkpoint={out}, another checkpoint.save_dir): weights "
+                          "only, the optimizer state, LR schedule, RNG states and data position are dropped")
 
 
 def check_same_model(saved: ModelConfig, current: ModelConfig, path: str, what: str) -> None:
@@ -75,10 +84,12 @@ def check_run_checkpoints(cfg: RunConfig, compression=None) -> Optional[ModelCon
     if cfg.checkpoint.load_tag is not None:   # an explicit request: the checkpoint must be there
         ckpt.resume_tag(save_dir, cfg.checkpoint.load_tag)
     if save_dir and cfg.checkpoint.resume and os.path.isdir(save_dir) and \
-            ckpt.resume_tag(save_dir, cfg.checkpoint.load_tag):
+            (tag := ckpt.resume_tag(save_dir, cfg.checkpoint.load_tag)):
         saved = ckpt.saved_run_config(save_dir)
         check_compatible(saved, cfg, save_dir, "resume")
         check_same_model(saved.model, cfg.model, os.path.join(save_dir, ckpt.CONFIG), "resume")
+        world = dist.get_world_size() if dist.is_initialized() else int(os.environ.get("WORLD_SIZE", "1"))
+        check_dp_change(saved, cfg, os.path.join(save_dir, tag), world)
     return teacher
 
 

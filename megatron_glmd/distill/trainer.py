@@ -29,6 +29,7 @@ from ..parallel.layers import initialize_parameters
 from ..parallel.random import model_parallel_seed
 from . import checkpointing as ckpt
 from .checkpoint_checks import check_run_checkpoints
+from .elastic import load_engine_checkpoint
 from .engine import build_engine, engine_device, init_distributed, pipeline_item
 from .metrics import RunLogger, default_peak_tflops, throughput
 from .objective import EVAL_FIELDS, Objective
@@ -283,8 +284,7 @@ class Trainer:
         tag = ckpt.resume_tag(save_dir, self.cfg.checkpoint.load_tag)
         if tag is None:
             return
-        self.engine.load_checkpoint(save_dir, tag=tag, load_optimizer_states=True, load_lr_scheduler_states=True)
-        state = ckpt.load_train_state(save_dir, tag)
+        state = load_engine_checkpoint(self.engine, self.grid, save_dir, tag, self.log)   # at any DP size
         ckpt.set_rng_state(state["rng"])
         self.train_loader.load_state_dict(self._compatible_loader_state(state["loader"], save_dir))
         self.iteration = state["iteration"]
