@@ -33,7 +33,6 @@ def _gib(x: float) -> str:
 
 
 def format_plan(p: LaunchPlan, cpu: bool = False) -> str:
-    hw = p.hardware
     lines = [
         f"student:     {_shape(p.student)}",
         f"teacher:     {_shape(p.teacher) if p.teacher else 'none (pretrain mode)'}",
