@@ -49,12 +49,13 @@ if [[ -n "$NPROC" ]] && ! [[ "$NPROC" =~ ^[1-9][0-9]*$ ]]; then
     echo "error: --nproc must be a positive integer, got '$NPROC'" >&2
     exit 2
 fi
+GLMD_ROOT="${GLMD_ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}"
 # Paths given relative to where the script was called from, before it moves to the repository.
-abspath_if_here() { if [[ -e "$1" && "$1" != /* ]]; then echo "$PWD/$1"; else echo "$1"; fi; }
+abspath_if_here() {
+    if [[ -e "$1" && "$1" != /* && "$PWD" != "$GLMD_ROOT" ]]; then echo "$PWD/$1"; else echo "$1"; fi
+}
 CONFIG=$(abspath_if_here "$CONFIG")
 [[ -n "$TEACHER_MODEL" ]] && TEACHER_MODEL=$(abspath_if_here "$TEACHER_MODEL")
-
-GLMD_ROOT="${GLMD_ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}"
 cd "$GLMD_ROOT"
 if [[ ! -f "$CONFIG" ]]; then
     echo "error: --config: $CONFIG does not exist" >&2
@@ -62,7 +63,7 @@ if [[ ! -f "$CONFIG" ]]; then
 fi
 export PYTHONPATH="$GLMD_ROOT${PYTHONPATH:+:$PYTHONPATH}"
 PYTHON="${PYTHON:-python}"
-if [[ "$CONFIG" == "$GLMD_ROOT/$DEFAULT_CONFIG" || "$CONFIG" == "$DEFAULT_CONFIG" ]] && [[ -z "$TEACHER_MODEL" ]]; then
+if [[ "$CONFIG" == "$DEFAULT_CONFIG" && -z "$TEACHER_MODEL" ]]; then
     TEACHER_MODEL=glm-10b    # the default config's teacher; a real checkpoint's saved shape is checked against it
 fi
 
