@@ -79,8 +79,8 @@ def main(argv=None) -> int:
     p.add_argument("--labels", default="act,body,location,time",
                    help="noun categories whose names are single tokens of the quickstart's vocabulary")
     p.add_argument("--max-per-label", type=int, default=200, help="examples per label and split")
-    p.add_argument("--teacher-epochs", type=float, default=3.0)
-    p.add_argument("--distill-epochs", type=float, default=3.0, help="epochs of 2a and of 2b each")
+    p.add_argument("--teacher-epochs", type=float, default=6.0)
+    p.add_argument("--distill-epochs", type=float, default=6.0, help="epochs of 2a and of 2b each")
     p.add_argument("--teacher-lr", type=float, default=5e-4)
     p.add_argument("--student-lr", type=float, default=1e-3)
     p.add_argument("--batch-size", type=int, default=16)

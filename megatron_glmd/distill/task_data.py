@@ -22,7 +22,7 @@ import torch
 from ..config import ConfigError, RunConfig
 from ..config.stage2 import SUPERGLUE_FILES
 from ..data.errors import DataError
-from ..tasks import ClozeDataset, ClozeExample, ClozeTask, load_task, read_split, read_superglue, superglue_task
+from ..tasks import ClozeDataset, ClozeTask, load_task, read_split, read_superglue, superglue_task
 from ..config.task import load_task_config
 from .data import check_tokenizer
 
@@ -132,7 +132,3 @@ class TaskCollate:
             batch["choice_mask"] = torch.ones(b, 1)
         batch["index"] = torch.tensor([s["index"] for s in samples], dtype=torch.long)
         return batch
-
-
-def examples_of(data: TaskData) -> List[ClozeExample]:
-    return data.eval.examples

@@ -4,7 +4,6 @@ without the stage-1 runs is one error line."""
 import os
 import shutil
 
-import pytest
 
 from megatron_glmd.cli.task_demo import main
 from tests.distill.task_cases import make_tokenizer, task_config, write_topic_task
