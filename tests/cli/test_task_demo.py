@@ -1,11 +1,14 @@
 """glmd-task-demo: from a quickstart work directory and WordNet's data.noun, teacher fine-tuning, the GLMD
 student (2a -> 2b) and the directly fine-tuned student, with a table of the three; a work directory
 without the stage-1 runs is one error line."""
+import contextlib
+import io
 import os
 import shutil
 
 
 from megatron_glmd.cli.task_demo import main
+from tests.distributed import run_distributed
 from tests.distill.task_cases import make_tokenizer, task_config, write_topic_task
 from tests.distill.task_runs import _run
 
@@ -34,7 +37,8 @@ def test_without_the_quickstart_runs_one_line(tmp_path, capsys):
     assert len(err) == 1 and err[0].startswith(f"error: {tmp_path}/teacher holds no finished stage-1 run")
 
 
-def test_the_three_accuracies(tmp_path, capsys):
+def _demo(rank, world, tmp_path):
+    """The demo in a process of its own (it starts a process group and DeepSpeed), its output returned."""
     data = tmp_path / "qs" / "data"
     tok = make_tokenizer(str(tmp_path / "tok"))
     os.makedirs(data)
@@ -46,8 +50,16 @@ def test_the_three_accuracies(tmp_path, capsys):
     args = ["--workdir", str(tmp_path / "qs"), "--wordnet-dir", _data_noun(tmp_path / "wn"), "--labels", "body,time",
             "--teacher-epochs", "1", "--distill-epochs", "1", "--batch-size", "8", "--seq-length", "48",
             "--eval-split", "dev"]
-    assert main(args) == 0
-    out = capsys.readouterr().out.splitlines()
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        status = main(args)
+    return status, out.getvalue()
+
+
+def test_the_three_accuracies(tmp_path):
+    status, text = run_distributed(1, _demo, tmp_path)[0]
+    assert status == 0
+    out = text.splitlines()
     rows = out[-3:]
     assert out[-5].startswith("WordNet noun categories, dev split")
     for row, label in zip(rows, ("teacher, fine-tuned", "student, GLMD 2a -> 2b", "student, fine-tuned on")):
