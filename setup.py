@@ -35,7 +35,7 @@ setup(
     extras_require={
         # deepspeed's own setup imports torch, so it comes after torch is installed.
         "train": ["deepspeed>=0.14", "tensorboard>=2.10"],
-        "dev": ["pytest>=7", "deepspeed>=0.14", "tensorboard>=2.10", "matplotlib>=3.5"],
+        "dev": ["pytest>=7", "deepspeed>=0.14", "tensorboard>=2.10", "matplotlib>=3.5", "pandas>=1.5"],
     },
     entry_points={
         "console_scripts": [
