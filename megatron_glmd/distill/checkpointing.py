@@ -57,7 +57,8 @@ def published_tags(save_dir: str) -> List[str]:
     return sorted(d for d in os.listdir(save_dir) if _TAG.fullmatch(d) and os.path.isdir(os.path.join(save_dir, d)))
 
 
-def _pick_another(save_dir: str, damaged: Optional[str] = None) -> str:
+def other_checkpoints(save_dir: str, damaged: Optional[str] = None) -> str:
+    """Where to resume from instead of a damaged checkpoint: the newest complete others."""
     tags = [t for t in published_tags(save_dir) if t != damaged]
     if not tags:
         return "no complete checkpoint is left in it"
@@ -72,9 +73,9 @@ def latest_tag(save_dir: str) -> Optional[str]:
     with open(path, encoding="utf-8", errors="replace") as f:
         tag = f.read().strip()
     if not tag:
-        raise ConfigError(f"{path}: empty (damaged); {_pick_another(save_dir)}")
+        raise ConfigError(f"{path}: empty (damaged); {other_checkpoints(save_dir)}")
     if not os.path.isdir(os.path.join(save_dir, tag)):
-        raise ConfigError(f"{path}: names checkpoint {tag!r}, which does not exist; {_pick_another(save_dir)}")
+        raise ConfigError(f"{path}: names checkpoint {tag!r}, which does not exist; {other_checkpoints(save_dir)}")
     return tag
 
 
@@ -83,7 +84,7 @@ def resume_tag(save_dir: str, load_tag: Optional[str] = None) -> Optional[str]:
     if load_tag is not None:
         if not os.path.isdir(os.path.join(save_dir, load_tag)):
             raise ConfigError(f"checkpoint.load_tag: no checkpoint {load_tag!r} in {save_dir}; "
-                              f"{_pick_another(save_dir)}")
+                              f"{other_checkpoints(save_dir)}")
         return load_tag
     return latest_tag(save_dir)
 
@@ -150,7 +151,7 @@ def load_train_state(save_dir: str, tag: str) -> Dict[str, Any]:
         if ranks and max(ranks) + 1 != world:
             raise ConfigError(f"{path} is missing: the checkpoint was written by {max(ranks) + 1} ranks, "
                               f"this run has {world}")
-        raise ConfigError(f"{path} is missing (deleted?); {_pick_another(save_dir, damaged=tag)}")
+        raise ConfigError(f"{path} is missing (deleted?); {other_checkpoints(save_dir, damaged=tag)}")
     return safe_torch_load(path)
 
 

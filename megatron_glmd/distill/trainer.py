@@ -34,6 +34,7 @@ from .engine import build_engine, engine_device, init_distributed, pipeline_item
 from .metrics import RunLogger, default_peak_tflops, throughput
 from .objective import EVAL_FIELDS, Objective
 from .pipeline import build_pipeline
+from .safe_load import CheckpointError
 from .vocab_compression import keep_copy, prepare_run
 
 
@@ -284,7 +285,10 @@ class Trainer:
         tag = ckpt.resume_tag(save_dir, self.cfg.checkpoint.load_tag)
         if tag is None:
             return
-        state = load_engine_checkpoint(self.engine, self.grid, save_dir, tag, self.log)   # at any DP size
+        try:
+            state = load_engine_checkpoint(self.engine, self.grid, save_dir, tag, self.log)   # at any DP size
+        except CheckpointError as e:   # a damaged or tampered file: name the way out
+            raise CheckpointError(f"{e}; {ckpt.other_checkpoints(save_dir, damaged=tag)}") from None
         ckpt.set_rng_state(state["rng"])
         self.train_loader.load_state_dict(self._compatible_loader_state(state["loader"], save_dir))
         self.iteration = state["iteration"]

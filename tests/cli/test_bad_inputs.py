@@ -105,9 +105,9 @@ def test_glmd_train_damaged_checkpoint(damage, finished_run, dataset, tokenizer_
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 2, err[-3000:]
     line = _one_error_line(err, named)
-    way_out = {_empty_latest: "iter_0000002", _deleted_train_state: "iter_0000001"}.get(damage)
-    if way_out:
-        assert line.endswith(f"--set checkpoint.load_tag={way_out}")  # the newest complete checkpoint
+    way_out = {_empty_latest: "iter_0000002", _deleted_train_state: "iter_0000001",
+               _truncated_model_file: "iter_0000001"}[damage]
+    assert line.endswith(f"--set checkpoint.load_tag={way_out}")  # the newest complete, undamaged checkpoint
     assert sorted(set(_listing(tmp_path)) - {"run.yaml"}) == before
 
 
