@@ -10,7 +10,7 @@ PACKAGE = os.path.join(ROOT, "megatron_glmd")
 
 # A package may import packages of a lower level (and modules of its own package).
 LEVELS = {
-    "config": 0,
+    "config": 0, "atomic_io": 0,
     "parallel": 1, "kernels": 1,
     "model": 2, "data": 2,
     "plan": 3, "convert": 3, "compress": 4, "tasks": 4,

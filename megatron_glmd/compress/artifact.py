@@ -19,12 +19,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import torch
 
+from ..atomic_io import atomic_directory
 from ..config import pad_vocab_size
 from ..data.errors import DataError
 
@@ -107,11 +107,7 @@ def write_artifact(path: str, artifact: VocabCompression, *, overwrite: bool = F
     from safetensors.torch import save_file
     path = os.path.abspath(path)
     check_output_path(path, overwrite=overwrite)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    old = f"{path}.old-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        os.makedirs(tmp)
+    with atomic_directory(path, replace=overwrite) as tmp:
         tensors = {"kept_ids": artifact.kept_ids, "token_map": artifact.token_map,
                    "teacher_output_weight": artifact.teacher_output_weight}
         save_file({name: t.detach().cpu().contiguous() for name, t in tensors.items()},
@@ -119,12 +115,6 @@ def write_artifact(path: str, artifact: VocabCompression, *, overwrite: bool = F
         with open(os.path.join(tmp, SUMMARY_FILE), "w", encoding="utf-8") as f:
             json.dump({"format": FORMAT, "version": VERSION, **artifact.summary}, f, indent=2, ensure_ascii=False)
             f.write("\n")
-        if os.path.exists(path):
-            os.replace(path, old)
-        os.replace(tmp, path)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(old, ignore_errors=True)
     return path
 
 

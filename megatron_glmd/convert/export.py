@@ -17,6 +17,7 @@ from typing import Optional
 
 import torch
 
+from ..atomic_io import atomic_directory
 from .errors import ConvertError
 from .glm_layout import glmd_to_glm
 from .glmd_checkpoint import VOCAB_COMPRESSION_DIR, read_checkpoint
@@ -53,12 +54,7 @@ def export_checkpoint(source: str, output: str, tag: Optional[str] = None, torch
     glm_state = glmd_to_glm(state, config)
     if os.path.exists(output) and (not os.path.isdir(output) or os.listdir(output)):
         raise ConvertError(output, "already exists and is not empty; choose a new output directory")
-    parent = os.path.dirname(os.path.abspath(output))
-    os.makedirs(parent, exist_ok=True)
-    tmp = os.path.join(parent, f".{os.path.basename(os.path.abspath(output))}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        os.makedirs(tmp)
+    with atomic_directory(output) as tmp:
         save_file(glm_state, os.path.join(tmp, "model.safetensors"), metadata={"format": "pt"})
         if torch_bin:
             torch.save(glm_state, os.path.join(tmp, "pytorch_model.bin"))
@@ -70,10 +66,6 @@ def export_checkpoint(source: str, output: str, tag: Optional[str] = None, torch
             hub["megatron_glmd"]["vocab_compression"] = VOCAB_COMPRESSION_DIR
         with open(os.path.join(tmp, "config.json"), "w", encoding="utf-8") as f:
             json.dump(hub, f, indent=2)
-        os.replace(tmp, output)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     files = "model.safetensors, config.json" + (", pytorch_model.bin" if torch_bin else "")
     if os.path.isdir(os.path.join(output, VOCAB_COMPRESSION_DIR)):
         files += f", {VOCAB_COMPRESSION_DIR}/ (the student's compressed vocabulary: map input ids through it)"

@@ -28,13 +28,13 @@ import dataclasses
 import glob
 import os
 import re
-import shutil
 from typing import Dict, List, Optional, Tuple
 
 import torch
 import yaml
 
 from ..config import ConfigError, ModelConfig, load_run_config, pad_vocab_size, run_config_from_dict
+from ..atomic_io import atomic_directory
 from .errors import ConvertError
 
 CONFIG_FILE = "config.yaml"
@@ -136,11 +136,7 @@ def write_checkpoint(save_dir: str, model_config: ModelConfig, state_dict: State
     check_state_dict(model_config, state_dict, "state dict")
     if os.path.exists(save_dir) and (not os.path.isdir(save_dir) or os.listdir(save_dir)):
         raise ConvertError(save_dir, "already exists and is not empty; choose a new output directory")
-    parent = os.path.dirname(os.path.abspath(save_dir))
-    os.makedirs(parent, exist_ok=True)
-    tmp = os.path.join(parent, f".{os.path.basename(os.path.abspath(save_dir))}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
+    with atomic_directory(save_dir) as tmp:
         os.makedirs(os.path.join(tmp, tag))
         with open(os.path.join(tmp, CONFIG_FILE), "w", encoding="utf-8") as f:
             f.write(_config_text(model_config, tp, pp))
@@ -156,10 +152,6 @@ def write_checkpoint(save_dir: str, model_config: ModelConfig, state_dict: State
                 torch.save(content, os.path.join(tmp, tag, layer_file(stage, rank)))
         with open(os.path.join(tmp, LATEST_FILE), "w", encoding="utf-8") as f:
             f.write(tag)
-        os.replace(tmp, save_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return save_dir
 
 

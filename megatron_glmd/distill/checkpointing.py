@@ -21,6 +21,7 @@ from typing import Any, Dict, List, Optional
 import torch
 import torch.distributed as dist
 
+from ..atomic_io import atomic_torch_save, atomic_write_text
 from ..config import ConfigError
 from ..parallel.random import get_rng_tracker
 from .safe_load import safe_torch_load
@@ -33,21 +34,6 @@ _TAG = re.compile(r"iter_\d{7}")
 
 def tag_for(iteration: int) -> str:
     return f"iter_{iteration:07d}"
-
-
-def atomic_write_text(path: str, text: str) -> None:
-    tmp = f"{path}.tmp.{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def atomic_torch_save(obj: Any, path: str) -> None:
-    tmp = f"{path}.tmp.{os.getpid()}"
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
 
 
 def published_tags(save_dir: str) -> List[str]:

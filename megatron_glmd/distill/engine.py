@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import socket
+import tempfile
 from typing import Dict, Sequence
 
 import torch
@@ -36,18 +37,20 @@ def init_distributed() -> None:
         # One device per rank, also when the caller created the process group: LOCAL_RANK indexes
         # the GPUs this process sees (launch/slurm_task.sh sets 0 where a task sees only its own).
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    if dist.is_initialized():
-        deepspeed.init_distributed(dist_backend=dist.get_backend())
-        return
-    if "MASTER_PORT" not in os.environ and os.environ.get("WORLD_SIZE", "1") == "1":
-        # A lone process picks a free port, so that several single-process runs can share a machine.
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if not dist.is_initialized() and "MASTER_PORT" not in os.environ and os.environ.get("WORLD_SIZE", "1") == "1":
+        # A lone process meets nobody: a file rendezvous needs no port, so any number of
+        # single-process runs share a machine without racing for one. MASTER_PORT still gets a
+        # port nobody holds now: DeepSpeed's CPU shared-memory op names its segments after it.
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             sock.bind(("127.0.0.1", 0))
             os.environ["MASTER_PORT"] = str(sock.getsockname()[1])
+        store = os.path.join(tempfile.mkdtemp(prefix="glmd-rendezvous-"), "store")
+        dist.init_process_group(backend, init_method=f"file://{store}", rank=0, world_size=1)
     for var, default in (("MASTER_ADDR", "127.0.0.1"), ("MASTER_PORT", "29500"), ("RANK", "0"),
                          ("WORLD_SIZE", "1"), ("LOCAL_RANK", "0")):
         os.environ.setdefault(var, default)
-    deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo")
+    deepspeed.init_distributed(dist_backend=dist.get_backend() if dist.is_initialized() else backend)
 
 
 def build_engine(cfg: RunConfig, pipe, trained_modules, ds_config: dict):

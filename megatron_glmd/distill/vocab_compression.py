@@ -29,6 +29,7 @@ import os
 import shutil
 from typing import Optional, Tuple
 
+from ..atomic_io import atomic_directory
 from ..compress.artifact import SUMMARY_FILE, VocabCompression, load_artifact
 from ..compress.ranking import special_token_ids
 from ..config import ConfigError, ModelConfig, RunConfig
@@ -107,14 +108,5 @@ def keep_copy(artifact: str, save_dir: str) -> None:
     if os.path.isfile(os.path.join(target, SUMMARY_FILE)) and filecmp.cmp(
             os.path.join(target, SUMMARY_FILE), os.path.join(artifact, SUMMARY_FILE), shallow=False):
         return
-    os.makedirs(save_dir, exist_ok=True)
-    tmp, old = f"{target}.tmp-{os.getpid()}", f"{target}.old-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        shutil.copytree(artifact, tmp)
-        if os.path.exists(target):
-            os.replace(target, old)
-        os.replace(tmp, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(old, ignore_errors=True)
+    with atomic_directory(target, replace=True) as tmp:
+        shutil.copytree(artifact, tmp, dirs_exist_ok=True)
