@@ -15,6 +15,7 @@ import os
 import socket
 import tempfile
 import traceback
+import warnings
 
 import torch
 import torch.distributed as dist
@@ -53,19 +54,20 @@ def run_distributed(world_size: int, fn, *args):
     """Run `fn(rank, world_size, *args)` on `world_size` gloo ranks; return the per-rank results."""
     with tempfile.TemporaryDirectory() as result_dir:
         port = _free_port()
+        exited = None
         try:
             mp.start_processes(_worker, args=(world_size, port, result_dir, fn, args),
                                nprocs=world_size, join=True, start_method="spawn")
         except mp.ProcessRaisedException:
             pass  # the per-rank report below carries the traceback
-        except mp.ProcessExitedException as e:  # killed by a signal or exited without a report
-            raise AssertionError(f"distributed test failed: {e}") from None
+        except mp.ProcessExitedException as e:  # killed by a signal, before or after its report
+            exited = str(e)
         results = []
         errors = []
         for rank in range(world_size):
             path = os.path.join(result_dir, f"rank{rank}.pt")
             if not os.path.exists(path):
-                errors.append(f"rank {rank}: exited without a result")
+                errors.append(f"rank {rank}: exited without a result" + (f" ({exited})" if exited else ""))
                 continue
             report = torch.load(path, weights_only=False)
             if report["ok"]:
@@ -74,4 +76,8 @@ def run_distributed(world_size: int, fn, *args):
                 errors.append(f"rank {rank}:\n{report['error']}")
         if errors:
             raise AssertionError("distributed test failed\n" + "\n".join(errors))
+        if exited:
+            # Every rank finished its work and reported; a process died in teardown (gloo's threads
+            # at exit have been seen to abort, rarely, under load). The results stand.
+            warnings.warn(f"a rank died after reporting its result: {exited}")
         return results
