@@ -1,9 +1,11 @@
-"""Run metrics and where they go: throughput, MFU, peak memory; the console, progress bar and TensorBoard."""
+"""Run metrics and where they go: throughput, MFU, peak memory, whether a step's numbers are finite; the
+console, progress bar and TensorBoard."""
 from __future__ import annotations
 
+import math
 import resource
 import sys
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, List, Optional
 
 import torch
 
@@ -38,6 +40,18 @@ def throughput(iterations: int, seconds: float, tokens_per_iteration: int, seq_l
         out["mfu"] = tflops / peak_tflops
         out["hfu"] = tokens_per_s * hardware_flops_per_token / world_size / 1e12 / peak_tflops
     return out
+
+
+class TrainingDiverged(RuntimeError):
+    """A step's loss or gradient norm was not finite (more often than train.skip_nonfinite_steps allows)."""
+
+
+def nonfinite_parts(record: Dict[str, float]) -> List[str]:
+    """The names of a step record's loss parts and grad norm that are not finite (global values: the
+    loss is aggregated over the pipeline and DP, the grad norm over the whole model, so every rank
+    finds the same)."""
+    keys = [k for k in record if k == "loss" or k.startswith("loss/")] + ["grad_norm"]
+    return [f"{k} ({record[k]})" for k in keys if k in record and not math.isfinite(record[k])]
 
 
 class RunLogger:

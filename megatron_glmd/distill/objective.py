@@ -32,6 +32,16 @@ from .losses import distill_loss_sums, distill_normalizer, hard_label_normalizer
 EVAL_FIELDS = ("kl", "student_ce", "teacher_ce", "valid_tokens", "target_tokens", "dropped_targets")
 
 
+def global_counts(rows: List[List[float]], grid: ParallelGrid, device: torch.device) -> torch.Tensor:
+    """Column sums of per-micro-batch counts over the global batch (every micro-batch, every DP rank),
+    each at least 1: one fp64 all-reduce over DP, on the engine's device (an nccl group has no CPU
+    backend)."""
+    counts = torch.tensor(rows, dtype=torch.float64, device=device).sum(0)
+    if grid.dp_size > 1:
+        dist.all_reduce(counts, group=grid.dp_group)
+    return counts.clamp(min=1.0)
+
+
 class Objective:
     """The loss of a ``pretrain`` or ``distill`` run on this rank, over vocab-parallel logit shards."""
 
@@ -68,12 +78,9 @@ class Objective:
         Returns the gradient factor of the intermediate-layer loss sum on each stage (0 without it):
         d(total loss)/d(stage sum), times DP (DeepSpeed averages gradients over DP) and the fp16 loss
         scale (DeepSpeed scales the loss, not the injected gradient)."""
-        local = [[float(distill_normalizer(self.cfg.loss, b["length"], b["loss_mask"])),
-                  float(hard_label_normalizer(b["loss_mask"])), float(b["length"].sum())] for b in batches]
-        counts = torch.tensor(local, dtype=torch.float64, device=self.device).sum(0)
-        if self.grid.dp_size > 1:
-            dist.all_reduce(counts, group=self.grid.dp_group)
-        counts = counts.clamp(min=1.0)
+        counts = global_counts([[float(distill_normalizer(self.cfg.loss, b["length"], b["loss_mask"])),
+                                 float(hard_label_normalizer(b["loss_mask"])), float(b["length"].sum())]
+                                for b in batches], self.grid, self.device)
         self._normalizers = {"distill": counts[0].float(), "hard_label": counts[1].float()}
         if self.intermediate_weight <= 0:
             return 0.0

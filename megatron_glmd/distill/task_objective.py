@@ -24,7 +24,6 @@ from __future__ import annotations
 from typing import Dict, List, Optional, Sequence
 
 import torch
-import torch.distributed as dist
 
 from ..config import RunConfig
 from ..parallel.grid import ParallelGrid
@@ -32,6 +31,7 @@ from ..parallel.vocab import vocab_shard_real_columns
 from ..tasks import candidate_log_probs, choice_scores, label_cross_entropy_sum, soft_cross_entropy_sum
 from ..tasks import verbalizer_logits
 from .losses import distill_loss_sums, distill_normalizer
+from .objective import global_counts
 from .task_data import LABEL_KEYS
 
 PART = {"finetune": "label_ce", "task_distill": "distill", "task_logits": "soft_ce", "evaluate": "label_ce"}
@@ -76,10 +76,7 @@ class TaskObjective:
             length, loss_mask = kept_rows(b["length"], b["loss_mask"], b["choice_mask"])
             local.append([float(distill_normalizer(self.cfg.loss, length, loss_mask)), float(b["label"].numel()),
                           float((b["label"] >= 0).sum())])
-        counts = torch.tensor(local, dtype=torch.float64, device=self.device).sum(0)
-        if self.grid.dp_size > 1:
-            dist.all_reduce(counts, group=self.grid.dp_group)
-        counts = counts.clamp(min=1.0)
+        counts = global_counts(local, self.grid, self.device)
         self._normalizers = {"distill": counts[0].float(), "soft_ce": counts[1].float(), "label_ce": counts[2].float()}
         return 0.0
 

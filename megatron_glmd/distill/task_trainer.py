@@ -18,11 +18,11 @@ from typing import Dict, List, Optional
 import torch
 import torch.distributed as dist
 
+from ..atomic_io import atomic_write_text
 from ..config import RunConfig
 from ..config.stage2 import resolve_schedule
 from ..data.loader import DataParallelLoader
 from ..tasks import compute_metrics
-from .engine import pipeline_item
 from .task_data import EpochSamples, PaddedSplit, TaskCollate, TaskData, load_task_data
 from .task_objective import TaskObjective
 from .trainer import Trainer
@@ -66,23 +66,12 @@ class TaskTrainer(Trainer):
         """The task's metrics of the student (and, with a teacher, ``teacher/...``) on the eval split,
         and the student's label cross-entropy as ``loss``; every rank returns the same."""
         loader = self._loader(self.eval_set)
-        sums = torch.zeros(2, dtype=torch.float64, device=self.device)
-        self.objective.evaluating, self.objective.predictions = True, []
+        self.objective.predictions = []
         try:
-            for _ in range(loader.num_global_batches):
-                batches = self._next_batches(loader, "evaluation")
-                self.engine.total_loss = self.engine.total_additional_losses = None  # left over from training
-                out = self.engine.eval_batch(iter([pipeline_item(b, self.objective.label_keys) for b in batches]),
-                                             bcast_loss=False)
-                result = torch.zeros(2, device=self.device)
-                if self.grid.is_last_stage:
-                    result = out.to(self.device, torch.float32)
-                if self.grid.pp_size > 1:
-                    dist.broadcast(result, src=self.grid.pp_ranks[-1], group=self.grid.pp_group)
-                sums += result.double()
+            sums = self._eval_sums(loader, loader.num_global_batches, 2)
             predictions = self._gather_predictions()
         finally:
-            self.objective.evaluating, self.objective.predictions = False, []
+            self.objective.predictions = []
         real = self.eval_set.real
         examples = self.task_data.eval.examples
         self.last_predictions = {"student": predictions[0, :real].tolist()}
@@ -132,9 +121,6 @@ class TaskTrainer(Trainer):
                       "predictions": [{"guid": e.guid, "prediction": labels[p] if labels else p}
                                       for e, p in zip(data.eval.examples, self.last_predictions["student"])]}
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-            tmp = f"{path}.tmp.{os.getpid()}"
-            with open(tmp, "w", encoding="utf-8") as f:
-                json.dump(record, f, indent=1)
-            os.replace(tmp, path)
+            atomic_write_text(path, json.dumps(record, indent=1))
             self.log(f"wrote {path}")
         return metrics

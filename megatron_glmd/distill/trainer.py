@@ -8,7 +8,6 @@ lives in :mod:`.objective`, checkpoints in :mod:`.checkpointing`, logging in :mo
 """
 from __future__ import annotations
 
-import math
 import os
 import signal
 import sys
@@ -31,23 +30,11 @@ from . import checkpointing as ckpt
 from .checkpoint_checks import check_run_checkpoints
 from .elastic import load_engine_checkpoint
 from .engine import build_engine, engine_device, init_distributed, pipeline_item
-from .metrics import RunLogger, default_peak_tflops, throughput
+from .metrics import RunLogger, TrainingDiverged, default_peak_tflops, nonfinite_parts, throughput
 from .objective import EVAL_FIELDS, Objective
 from .pipeline import build_pipeline
 from .safe_load import CheckpointError
 from .vocab_compression import keep_copy, prepare_run
-
-
-class TrainingDiverged(RuntimeError):
-    """A step's loss or gradient norm was not finite (more often than train.skip_nonfinite_steps allows)."""
-
-
-def nonfinite_parts(record: Dict[str, float]) -> List[str]:
-    """The names of a step record's loss parts and grad norm that are not finite (global values: the
-    loss is aggregated over the pipeline and DP, the grad norm over the whole model, so every rank
-    finds the same)."""
-    keys = [k for k in record if k == "loss" or k.startswith("loss/")] + ["grad_norm"]
-    return [f"{k} ({record[k]})" for k in keys if k in record and not math.isfinite(record[k])]
 
 
 class Trainer:
@@ -144,15 +131,22 @@ class Trainer:
         if iterations < 1:
             raise ValueError(f"evaluation data has {len(dataset)} samples, fewer than one global batch "
                              f"({self.cfg.train.global_batch_size})")
-        totals = torch.zeros(len(EVAL_FIELDS), dtype=torch.float64, device=self.device)
+        totals = self._eval_sums(loader, iterations, len(EVAL_FIELDS))
+        return Objective.eval_metrics(totals.cpu(), with_teacher=self.teacher_config is not None,
+                                      compressed=self.compression is not None)
+
+    def _eval_sums(self, loader: DataParallelLoader, iterations: int, width: int) -> torch.Tensor:
+        """Σ over ``iterations`` global batches of the objective's ``[width]`` evaluation sums, on every
+        rank (the last stage computes them, one broadcast over PP shares them), fp64."""
+        totals = torch.zeros(width, dtype=torch.float64, device=self.device)
         self.objective.evaluating = True
         try:
             for _ in range(iterations):
                 batches = self._next_batches(loader, "evaluation")
                 self.engine.total_loss = self.engine.total_additional_losses = None  # left over from training
                 out = self.engine.eval_batch(iter([pipeline_item(b, self.objective.label_keys) for b in batches]),
-                                         bcast_loss=False)
-                result = torch.zeros(len(EVAL_FIELDS), device=self.device)
+                                             bcast_loss=False)
+                result = torch.zeros(width, device=self.device)
                 if self.grid.is_last_stage:
                     result = out.to(self.device, torch.float32)
                 if self.grid.pp_size > 1:
@@ -160,8 +154,7 @@ class Trainer:
                 totals += result.double()
         finally:
             self.objective.evaluating = False
-        return Objective.eval_metrics(totals.cpu(), with_teacher=self.teacher_config is not None,
-                                      compressed=self.compression is not None)
+        return totals
 
     # ------------------------------------------------------------------ the loop
     def _install_stop_handlers(self) -> None:
