@@ -14,6 +14,8 @@ import re
 import sysconfig
 from typing import Iterator, List, Tuple
 
+from ..atomic_io import atomic_write_text
+
 
 def _paragraphs(text: str) -> Iterator[str]:
     for block in re.split(r"\n\s*\n", text):
@@ -69,7 +71,4 @@ def split_documents(docs: List[str], valid_fraction: float = 0.05) -> Tuple[List
 
 def write_corpus(docs: List[str], path: str) -> None:
     """One document per blank-line-separated block (the preprocessing tool's plain-text format)."""
-    tmp = f"{path}.tmp.{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write("\n\n".join(docs) + "\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, "\n\n".join(docs) + "\n")

@@ -22,6 +22,7 @@ import zlib
 from collections import defaultdict
 from typing import Dict, Iterator, List, Sequence, Tuple
 
+from ..atomic_io import atomic_write_text
 from ..data.errors import DataError
 
 WORDNET_DIR = "/usr/share/wordnet"
@@ -95,10 +96,6 @@ def write_task(out_dir: str, data_noun: str, verbalizer: Dict[str, str], max_per
     records = build_records(data_noun, list(verbalizer), max_per_label)
     os.makedirs(out_dir, exist_ok=True)
     for split, items in records.items():
-        tmp = os.path.join(out_dir, f".{split}.jsonl.tmp")
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.writelines(json.dumps(r) + "\n" for r in items)
-        os.replace(tmp, os.path.join(out_dir, f"{split}.jsonl"))
-    with open(os.path.join(out_dir, "task.yaml"), "w", encoding="utf-8") as f:
-        f.write(task_yaml(name, verbalizer, pattern))
+        atomic_write_text(os.path.join(out_dir, f"{split}.jsonl"), "".join(json.dumps(r) + "\n" for r in items))
+    atomic_write_text(os.path.join(out_dir, "task.yaml"), task_yaml(name, verbalizer, pattern))
     return {split: len(items) for split, items in records.items()}
