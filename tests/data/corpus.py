@@ -46,9 +46,9 @@ def session_tokenizer(tmp_path_factory, vocab_size: int = 1200) -> str:
     return str(model)
 
 
-def train_byte_level_bpe(folder, vocab_size: int, num_paragraphs: int):
+def train_byte_level_bpe(folder, vocab_size: int, num_paragraphs: int, extra_texts=()):
     """A small GPT-2-style byte-level BPE trained with Hugging Face ``tokenizers`` on the
-    documentation, saved as ``vocab.json`` + ``merges.txt`` and ``tokenizer.json`` in ``folder``;
+    documentation (and ``extra_texts``), saved as ``vocab.json`` + ``merges.txt`` and ``tokenizer.json`` in ``folder``;
     returns the ``tokenizers.Tokenizer`` (an independent reference encoder)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
@@ -57,7 +57,7 @@ def train_byte_level_bpe(folder, vocab_size: int, num_paragraphs: int):
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<|endoftext|>"], show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator(paragraphs()[:num_paragraphs], trainer)
+    tok.train_from_iterator(paragraphs()[:num_paragraphs] + list(extra_texts), trainer)
     tok.model.save(str(folder))
     tok.save(str(folder / "tokenizer.json"))
     return tok
