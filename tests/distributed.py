@@ -1,9 +1,9 @@
 """Run a test function on several CPU processes joined by a gloo process group.
 
 `run_distributed(world_size, fn, *args)` spawns `world_size` processes, initialises
-`torch.distributed` with gloo through a file rendezvous (no port to race other processes for),
-calls `fn(rank, world_size, *args)` in each, and returns the list of per-rank return values (which
-must be picklable). An exception on any rank fails the calling test with that rank's traceback.
+`torch.distributed` with gloo on a free local port, calls `fn(rank, world_size, *args)` in each,
+and returns the list of per-rank return values (which must be picklable). An exception on any
+rank fails the calling test with that rank's traceback.
 
 Every call runs under :func:`tests.nccl_rules.enforce_nccl_rules`: a collective or point-to-point
 call with a tensor NCCL would refuse (an int16 view, a bool flag) fails the test on gloo already.
@@ -36,9 +36,8 @@ def _worker(rank, world_size, port, result_dir, fn, args):
     torch.set_num_threads(1)
     out_path = os.path.join(result_dir, f"rank{rank}.pt")
     try:
-        # A file rendezvous: no port to race other test processes for.
-        dist.init_process_group("gloo", init_method=f"file://{os.path.join(result_dir, 'rendezvous')}",
-                                rank=rank, world_size=world_size, timeout=datetime.timedelta(seconds=300))
+        dist.init_process_group("gloo", rank=rank, world_size=world_size,
+                                timeout=datetime.timedelta(seconds=300))
         with enforce_nccl_rules():
             result = fn(rank, world_size, *args)
         torch.save({"ok": True, "result": result}, out_path)
