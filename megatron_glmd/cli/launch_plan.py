@@ -77,7 +77,8 @@ def main(argv=None) -> int:
             if not ranking.plans:
                 raise PlanError(f"no layout of {args.nodes} x {args.gpus_per_node} GPUs passes every check and "
                                 f"fits ({len(ranking.over_memory)} over memory, {len(ranking.refused)} refused)")
-            configured = (cfg.parallel.tp, cfg.parallel.pp, cfg.train.micro_batch_size)
+            configured = (cfg.parallel.tp, cfg.parallel.pp, cfg.train.micro_batch_size,
+                          cfg.train.checkpoint_activations)
             print(format_ranking(ranking, args.nodes, args.gpus_per_node, args.top, configured), flush=True)
             return 0
         check_layout(cfg, args.nodes, args.gpus_per_node)   # layout errors before the teacher's

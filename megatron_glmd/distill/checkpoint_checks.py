@@ -75,7 +75,9 @@ def check_run_checkpoints(cfg: RunConfig, compression=None) -> Optional[ModelCon
     teacher = None
     if cfg.mode in TEACHER_MODES:
         teacher = teacher_model_config(cfg, compression)
-        run_partition(cfg, teacher)   # refuses intermediate-loss pairs that no partition keeps together
+        # Refuses intermediate-loss pairs that no partition keeps together, which does not depend on
+        # recompute (train.checkpoint_activations may still be 'auto' here).
+        run_partition(cfg, teacher, recompute=False)
     elif cfg.loss.intermediate_weight > 0:
         raise ConfigError("loss.intermediate_weight needs mode 'distill' (it compares with a teacher)")
     if cfg.init_checkpoint:

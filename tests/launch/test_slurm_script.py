@@ -26,7 +26,9 @@ GLOBAL_BATCH, MICRO_BATCH, SEQ = 64, 1, 512
 
 @pytest.fixture(scope="module")
 def dry_run():
-    result = run(SLURM_SCRIPT, "--dry-run", env=clean_env(**FAKE_SLURM))
+    """The plan with per-layer checkpointing on (the config says auto, which the planner resolves to off
+    at this layout: test_auto_checkpointing_resolves_off_with_its_own_partition)."""
+    result = run(SLURM_SCRIPT, "--dry-run", "--set", "train.checkpoint_activations=true", env=clean_env(**FAKE_SLURM))
     assert result.returncode == 0, result.stderr
     return result.stdout
 
@@ -53,7 +55,7 @@ def test_layer_ranges_are_the_engines_partition_and_cover_both_models(dry_run):
         covered = [i for k in range(PP) for i in range(rows[k][which][0], rows[k][which][1] + 1)]
         assert covered == list(range(layers))
     cfg = load_run_config(os.path.join(REPO, "launch", "configs", "distill_10b_2b.yaml"))
-    engine = run_partition(cfg, preset("glm-10b"))
+    engine = run_partition(cfg, preset("glm-10b"), recompute=True)
     assert [((p.student[0], p.student[1] - 1), (p.teacher[0], p.teacher[1] - 1)) for p in engine] == \
         [rows[k] for k in range(PP)]
 
@@ -76,11 +78,12 @@ def _stage_params(h, layers, k):
 
 
 def _expected_stage_gib(k, rows):
-    """Independent per-GPU bytes of stage k (the formulas documented in megatron_glmd/plan/memory.py and
-    megatron_glmd/model/activation_memory.py), in GiB, for the printed layer ranges."""
+    """Independent per-GPU bytes of stage k (the formulas documented in megatron_glmd/plan/memory.py,
+    megatron_glmd/plan/deepspeed_state.py and megatron_glmd/model/activation_memory.py), in GiB, for the
+    printed layer ranges."""
     layers = rows[k][0][1] - rows[k][0][0] + 1
     n, n_t = _stage_params(2048, layers, k), _stage_params(4096, rows[k][1][1] - rows[k][1][0] + 1, k)
-    weights_grads = (2 + 4) * n                   # bf16 weights, gradients accumulated in fp32
+    weights_grads = (2 + 2 + 4) * n               # BF16_Optimizer: bf16 weights and grads, fp32 accumulated grads
     optimizer = -(-12 * n // DP)                  # fp32 master + Adam m, v, ZeRO-1 over DP
     teacher_weights = 2 * n_t
     s, b, h, a, h_t, a_t = SEQ, MICRO_BATCH, 2048, 32, 4096, 64
@@ -92,8 +95,10 @@ def _expected_stage_gib(k, rows):
     student_act = held + layer_full + 2 * 2 * s * b * h + (2 * 2 * s * b * vocab_shard if last else 0)
     teacher_act = s * b * (2 * h_t + 2 * h_t + 6 * h_t / TP + 4 * a_t * s / TP + 2 * h_t / TP + 16 * h_t / TP)
     teacher_act += 2 * s * b * vocab_shard if last else 0
-    parts = (weights_grads, optimizer, teacher_weights, student_act, teacher_act)
-    return (n, n_t), [x / GiB for x in parts], sum(parts) / GiB
+    transient = 4 * n          # fewer than 5e8 elements: both param groups in one fp32 flatten for the all-reduce
+    parts = (weights_grads, 0, optimizer, teacher_weights, student_act, teacher_act, transient)
+    total = weights_grads + optimizer + teacher_weights + max(student_act + teacher_act, transient)
+    return (n, n_t), [x / GiB for x in parts], total / GiB
 
 
 def test_memory_per_gpu_matches_independent_computation_and_fits(dry_run):
@@ -103,9 +108,9 @@ def test_memory_per_gpu_matches_independent_computation_and_fits(dry_run):
     for k in range(PP):
         params, parts, total = _expected_stage_gib(k, layers)
         assert rows[k][:2] == params
-        for printed, expected in zip(rows[k][2:7], parts):
+        for printed, expected in zip(rows[k][2:9], parts):
             assert printed == pytest.approx(expected, abs=0.006)
-        assert rows[k][7] == pytest.approx(total, abs=0.006)
+        assert rows[k][9] == pytest.approx(total, abs=0.006)
         totals.append(total)
     m = re.search(r"^peak per GPU: ([\d.]+) GiB \(stage (\d+)\) \+ ([\d.]+) GiB reserve .* = ([\d.]+) GiB "
                   r"of 40 GiB: fits A100-40GB$", dry_run, re.M)
@@ -116,9 +121,33 @@ def test_memory_per_gpu_matches_independent_computation_and_fits(dry_run):
     assert needed == pytest.approx(peak + reserve, abs=0.011) and needed < 40
 
 
+def test_auto_checkpointing_resolves_off_with_its_own_partition():
+    """The config's ``checkpoint_activations: auto``: the planner finds the layout fits without recompute
+    and plans it so, on the partition the engine builds without recompute (no recomputed forward)."""
+    result = run(SLURM_SCRIPT, "--dry-run", env=clean_env(**FAKE_SLURM))
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    m = re.search(r"^checkpoint: +activation checkpointing auto -> off: fits without it \(([\d.]+) GiB <= 40 GiB\)$",
+                  out, re.M)
+    assert m, out
+    peak = re.search(r"^peak per GPU: .* = ([\d.]+) GiB of 40 GiB: fits A100-40GB$", out, re.M)
+    assert float(peak[1]) == pytest.approx(float(m[1]), abs=0.006)
+    layers = layer_rows(out)
+    cfg = load_run_config(os.path.join(REPO, "launch", "configs", "distill_10b_2b.yaml"))
+    engine = run_partition(cfg, preset("glm-10b"), recompute=False)
+    assert [((p.student[0], p.student[1] - 1), (p.teacher[0], p.teacher[1] - 1)) for p in engine] == \
+        [layers[k] for k in range(PP)]
+    row = r"^\s+(\d)\s+([\d.]+)\s+[\d.]+\s+[\d.]+\s+[+-][\d.]+%" + r"\s+[\d.]+" * 5 + "(  launch-bound)?$"
+    student = {int(m[0]): float(m[1]) for m in re.findall(row, out, re.M)}
+    for k in range(PP):
+        n_s = layers[k][0][1] - layers[k][0][0] + 1
+        expected = n_s * 3 * L2B + (3 * 2 * 2048 * VOCAB_TP2 if k == PP - 1 else 0)    # forward + backward only
+        assert student[k] == pytest.approx(expected / 1e9, abs=6e-4)
+
+
 def test_per_stage_flops_and_spread(dry_run):
     layers = layer_rows(dry_run)
-    row = r"^\s+(\d)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+([+-][\d.]+)%" + r"\s+[\d.]+" * 4 + "$"
+    row = r"^\s+(\d)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+([+-][\d.]+)%" + r"\s+[\d.]+" * 5 + "(  launch-bound)?$"
     rows = {int(m[0]): tuple(map(float, m[1:5])) for m in re.findall(row, dry_run, re.M)}
     assert sorted(rows) == list(range(PP)), dry_run
     totals = []
