@@ -26,6 +26,13 @@ GLOBAL_BATCH, MICRO_BATCH, SEQ = 64, 1, 512
 
 @pytest.fixture(scope="module")
 def dry_run():
+    result = run(SLURM_SCRIPT, "--dry-run", env=clean_env(**FAKE_SLURM))
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+@pytest.fixture(scope="module")
+def dry_run_on():
     """The plan with per-layer checkpointing on (the config says auto, which the planner resolves to off
     at this layout: test_auto_checkpointing_resolves_off_with_its_own_partition)."""
     result = run(SLURM_SCRIPT, "--dry-run", "--set", "train.checkpoint_activations=true", env=clean_env(**FAKE_SLURM))
@@ -48,8 +55,8 @@ def test_dry_run_prints_the_layout(dry_run):
         assert re.search(rf"^\s*{k}\s+{8 * k}-{8 * k + 7}\s+gpu0{k + 1}\s", dry_run, re.M), dry_run
 
 
-def test_layer_ranges_are_the_engines_partition_and_cover_both_models(dry_run):
-    rows = layer_rows(dry_run)
+def test_layer_ranges_are_the_engines_partition_and_cover_both_models(dry_run_on):
+    rows = layer_rows(dry_run_on)
     assert sorted(rows) == list(range(PP))
     for which, layers in ((0, 36), (1, 48)):
         covered = [i for k in range(PP) for i in range(rows[k][which][0], rows[k][which][1] + 1)]
@@ -101,8 +108,8 @@ def _expected_stage_gib(k, rows):
     return (n, n_t), [x / GiB for x in parts], total / GiB
 
 
-def test_memory_per_gpu_matches_independent_computation_and_fits(dry_run):
-    rows, layers = memory_rows(dry_run), layer_rows(dry_run)
+def test_memory_per_gpu_matches_independent_computation_and_fits(dry_run_on):
+    rows, layers = memory_rows(dry_run_on), layer_rows(dry_run_on)
     assert sorted(rows) == list(range(PP))
     totals = []
     for k in range(PP):
@@ -113,8 +120,8 @@ def test_memory_per_gpu_matches_independent_computation_and_fits(dry_run):
         assert rows[k][9] == pytest.approx(total, abs=0.006)
         totals.append(total)
     m = re.search(r"^peak per GPU: ([\d.]+) GiB \(stage (\d+)\) \+ ([\d.]+) GiB reserve .* = ([\d.]+) GiB "
-                  r"of 40 GiB: fits A100-40GB$", dry_run, re.M)
-    assert m, dry_run
+                  r"of 40 GiB: fits A100-40GB$", dry_run_on, re.M)
+    assert m, dry_run_on
     peak, stage, reserve, needed = float(m[1]), int(m[2]), float(m[3]), float(m[4])
     assert stage == max(range(PP), key=lambda k: totals[k])
     assert peak == pytest.approx(max(totals), abs=0.006)
@@ -145,11 +152,11 @@ def test_auto_checkpointing_resolves_off_with_its_own_partition():
         assert student[k] == pytest.approx(expected / 1e9, abs=6e-4)
 
 
-def test_per_stage_flops_and_spread(dry_run):
-    layers = layer_rows(dry_run)
+def test_per_stage_flops_and_spread(dry_run_on):
+    layers = layer_rows(dry_run_on)
     row = r"^\s+(\d)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+([+-][\d.]+)%" + r"\s+[\d.]+" * 5 + "(  launch-bound)?$"
-    rows = {int(m[0]): tuple(map(float, m[1:5])) for m in re.findall(row, dry_run, re.M)}
-    assert sorted(rows) == list(range(PP)), dry_run
+    rows = {int(m[0]): tuple(map(float, m[1:5])) for m in re.findall(row, dry_run_on, re.M)}
+    assert sorted(rows) == list(range(PP)), dry_run_on
     totals = []
     for k in range(PP):
         n_s = layers[k][0][1] - layers[k][0][0] + 1
@@ -161,33 +168,33 @@ def test_per_stage_flops_and_spread(dry_run):
     mean = sum(totals) / PP
     for k in range(PP):
         assert rows[k][3] == pytest.approx(100 * (totals[k] / mean - 1), abs=0.006)
-    m = re.search(r"^spread: +([+-][\d.]+)% \(max/mean - 1.*min/mean - 1 = ([+-][\d.]+)%", dry_run, re.M)
-    assert m, dry_run
+    m = re.search(r"^spread: +([+-][\d.]+)% \(max/mean - 1.*min/mean - 1 = ([+-][\d.]+)%", dry_run_on, re.M)
+    assert m, dry_run_on
     assert float(m[1]) == pytest.approx(100 * (max(totals) / mean - 1), abs=0.006)
     assert float(m[2]) == pytest.approx(100 * (min(totals) / mean - 1), abs=0.006)
     # Whole layers allow no less than +3.26% here (tests/model/test_partition.py); the even split had ~7%.
     assert 3.0 < float(m[1]) < 3.3
 
 
-def test_modelled_time(dry_run):
+def test_modelled_time(dry_run_on):
     tokens = 150_000 * GLOBAL_BATCH * SEQ
     model = 3 * (36 * L2B + 2 * 2048 * 50304) + 48 * L10B + 2 * 4096 * 50304       # no recompute
     hardware = model + 36 * L2B + (3 * 2 * 2048 + 2 * 4096) * (VOCAB_TP2 - 50304)   # recompute, TP padding
     m = re.search(r"^flops: +([\d.e+]+) tokens; ([\d.]+) GFLOP/token model .*, ([\d.]+) GFLOP/token hardware",
-                  dry_run, re.M)
-    assert m, dry_run
+                  dry_run_on, re.M)
+    assert m, dry_run_on
     assert float(m[1]) == pytest.approx(tokens, rel=1e-3)
     assert float(m[2]) == pytest.approx(model / 1e9, abs=0.006) and float(m[3]) == pytest.approx(hardware / 1e9,
                                                                                                  abs=0.006)
     m = re.search(r"^step: +\(m \+ p - 1\) x slowest stage = (\d+) x ([\d.]+) ms \(stage \d\) \+ embedding tie "
-                  r"([\d.]+) ms \+ DP reduce ([\d.]+) ms = ([\d.]+) s", dry_run, re.M)
-    assert m, dry_run
+                  r"([\d.]+) ms \+ DP reduce ([\d.]+) ms = ([\d.]+) s", dry_run_on, re.M)
+    assert m, dry_run_on
     assert int(m[1]) == GLOBAL_BATCH // DP + PP - 1
     step = (int(m[1]) * float(m[2]) + float(m[3]) + float(m[4])) / 1e3
     assert float(m[5]) == pytest.approx(step, abs=6e-4)
     m = re.search(r"^time: +150000 steps x ([\d.]+) s = ([\d.]+) h .*; MFU ([\d.]+)%, HFU ([\d.]+)% of 312 TFLOP/s "
-                  r"x 40 GPUs", dry_run, re.M)
-    assert m, dry_run
+                  r"x 40 GPUs", dry_run_on, re.M)
+    assert m, dry_run_on
     hours = 150_000 * step / 3600
     assert float(m[2]) == pytest.approx(hours, abs=0.06) and hours < 12      # DESIGN: under 12 hours
     assert float(m[3]) == pytest.approx(100 * model * GLOBAL_BATCH * SEQ / (step * 40 * 312e12), abs=0.06)
