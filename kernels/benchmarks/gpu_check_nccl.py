@@ -25,7 +25,8 @@ import torch
 import torch.distributed as dist
 
 B16, F32, F64, I64, U8, F16 = torch.bfloat16, torch.float32, torch.float64, torch.int64, torch.uint8, torch.float16
-# name: (operation, dtype, shape, where the engine makes this call)
+# name: (operation, dtype, shape, where the engine makes this call); point-to-point last, since a
+# send to the own rank is the likeliest to hang
 CHECKS = {
     "tp_activations_all_reduce_bf16": ("all_reduce_sum", B16, (512, 2048), "parallel/mappings.py reduce_from_tp"),
     "tp_all_gather_list_bf16": ("all_gather", B16, (512, 1024), "parallel/mappings.py gather_from_tp"),
@@ -40,9 +41,6 @@ CHECKS = {
     "stop_flag_all_reduce_max_fp32": ("all_reduce_max", F32, (1,), "distill/trainer.py _stop_requested"),
     "intermediate_all_reduce_fp32": ("all_reduce_sum", F32, (1,), "distill/objective.py intermediate_loss"),
     "eval_sums_broadcast_fp32": ("broadcast", F32, (6,), "distill/trainer.py evaluate"),
-    "hidden_p2p_bf16": ("p2p", B16, (1, 512, 2048), "DeepSpeed pipe p2p: student hidden and its grad"),
-    "teacher_bytes_p2p_uint8": ("p2p", U8, (1, 512, 8192), "DeepSpeed pipe p2p: teacher hidden as bytes"),
-    "metadata_p2p_int64": ("p2p", I64, (4,), "DeepSpeed pipe p2p: sep/length, shapes"),
     "teacher_bytes_broadcast_uint8": ("broadcast", U8, (1, 512, 8192), "DeepSpeed p2p fallback (broadcast)"),
     "tied_grad_all_reduce_fp32": ("all_reduce_sum", F32, (1 << 20,), "DeepSpeed _exec_reduce_tied_grads, bf16"),
     "tied_grad_all_reduce_fp16": ("all_reduce_sum", F16, (1 << 20,), "DeepSpeed _exec_reduce_tied_grads, fp16"),
@@ -52,6 +50,9 @@ CHECKS = {
     "grad_norm_all_reduce_fp32": ("all_reduce_sum", F32, (1,), "DeepSpeed gradient clipping"),
     "loss_all_reduce_fp32": ("all_reduce_sum", F32, (4,), "DeepSpeed _aggregate_total_loss"),
     "barrier": ("barrier", None, (), "distill/checkpointing.py save_checkpoint"),
+    "hidden_p2p_bf16": ("p2p", B16, (1, 512, 2048), "DeepSpeed pipe p2p: student hidden and its grad"),
+    "teacher_bytes_p2p_uint8": ("p2p", U8, (1, 512, 8192), "DeepSpeed pipe p2p: teacher hidden as bytes"),
+    "metadata_p2p_int64": ("p2p", I64, (4,), "DeepSpeed pipe p2p: sep/length, shapes"),
 }
 
 

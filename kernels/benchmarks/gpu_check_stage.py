@@ -33,6 +33,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 RUN_CONFIG = os.path.join(ROOT, "launch", "configs", "distill_10b_2b.yaml")
 SLICE_OVERRIDES = ["parallel.tp=1"]
 FUSED_ATTENTION = re.compile(r"flash|fmha|mem_eff|efficient|cudnn.*(sdpa|attn|attention)|sdpa", re.I)
+SYNC_EVENT = re.compile(r"(Context|Stream|Event|Device) Sync")   # host waits, not GPU work, if recorded
 ATTENTION_LIKE = re.compile(r"flash|fmha|mem_eff|efficient|sdpa|attn|attention|softmax", re.I)
 
 
@@ -119,7 +120,7 @@ def kernel_summary(intervals, steps: int) -> dict:
 
 def _device_intervals(prof):
     out = [(e.name, e.time_range.start, e.time_range.end) for e in prof.events()
-           if e.device_type == torch.autograd.DeviceType.CUDA]
+           if e.device_type == torch.autograd.DeviceType.CUDA and not SYNC_EVENT.match(e.name)]
     if not out:
         raise RuntimeError("the profiler recorded no CUDA device events (CUPTI unavailable?)")
     return out

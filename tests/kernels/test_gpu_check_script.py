@@ -54,7 +54,10 @@ if [ "$mod" = kernels.benchmarks.gpu_check_summary ]; then exec "$REAL_PYTHON" "
 if [ "$mod" = kernels.benchmarks.gpu_check_kernel ]; then echo "kernel: boom"; exit 1; fi
 prev=""
 for a in "$@"; do
-  if [ "$prev" = --out ] || [ "$prev" = --json ]; then mkdir -p "$(dirname "$a")"; echo '{"status": "ok", "headline": {"x": 1}}' > "$a"; fi
+  if [ "$prev" = --out ] || [ "$prev" = --json ]; then
+    mkdir -p "$(dirname "$a")"
+    echo '{"status": "ok", "headline": {"x": 1}}' > "$a"
+  fi
   prev="$a"
 done
 """
