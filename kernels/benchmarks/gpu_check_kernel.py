@@ -138,21 +138,23 @@ def kernel_configs(module):
     return [(str(c), c) for c in configs] + [("autotuned", None)], None
 
 
-def run(args) -> dict:
+def run(args, cases=CASES, device="cuda", dtype=torch.bfloat16) -> dict:
+    """The part (`cases`, `device` and `dtype` other than the defaults only for the CPU test)."""
     from kernels import softmax_kl_triton
     from kernels.softmax_kl import backend_name
     configs, note = kernel_configs(softmax_kl_triton)
     results, worst = [], {"loss_sum_rel_err": 0.0, "loss_row_max_rel_err": 0.0, "grad_max_abs_err_over_max": 0.0}
-    for case in CASES:
-        s, t, keep = make_inputs(case["n"], case["v"], case["vocab_end"])
-        assert backend_name(s, t) == "triton", f"dispatch chose {backend_name(s, t)!r} for CUDA bf16"
+    for case in cases:
+        s, t, keep = make_inputs(case["n"], case["v"], case["vocab_end"], dtype=dtype, device=device)
+        assert backend_name(s, t) == "triton", f"dispatch chose {backend_name(s, t)!r}, not the Triton path"
         for label, config in configs:
             row = {**case, "config": label}
             try:
                 start = time.perf_counter()
                 with forced_config(softmax_kl_triton, config):
                     loss, grad = run_softmax_kl(s, t, keep, case["vocab_end"], case["tau"])
-                torch.cuda.synchronize()
+                if device == "cuda":
+                    torch.cuda.synchronize()
                 row["seconds"] = round(time.perf_counter() - start, 3)
                 row.update(errors(loss, grad, s, t, keep, case["vocab_end"], case["tau"]))
                 del loss, grad
@@ -166,7 +168,8 @@ def run(args) -> dict:
                   f"{label}: {row['failed'] or ''}", flush=True)
             results.append(row)
         del s, t, keep
-        torch.cuda.empty_cache()
+        if device == "cuda":
+            torch.cuda.empty_cache()
     ok = all(r["status"] == "ok" for r in results) and note is None
     return {"status": "ok" if ok else "failed", "note": note, "cases": results,
             "headline": {"cases": len(results), "failed": sum(r["status"] != "ok" for r in results),

@@ -109,6 +109,37 @@ def test_without_the_config_interface_only_the_default_runs_and_it_is_said(modul
     assert configs == [("autotuned", None)] and "CONFIGS" in note
 
 
+def test_the_kernel_part_forces_every_config_and_reports_each(monkeypatch):
+    """The part's whole loop on the CPU: a stand-in for the Triton module (the PyTorch path, fp64,
+    recording the config it is given), so every row passes and every config must reach it."""
+    import argparse
+
+    import kernels
+    from kernels import softmax_kl_torch
+    api = sys.modules["kernels.softmax_kl"]   # the module (the package exports the function by that name)
+    seen = []
+
+    def row_stats(*args, config=None):
+        seen.append(("row_stats", config))
+        return softmax_kl_torch.row_stats(*args)
+
+    def grad(*args, config=None):
+        seen.append(("grad", config))
+        return softmax_kl_torch.grad(*args)
+
+    fake = types.SimpleNamespace(CONFIGS=["c1", "c2"], row_stats=row_stats, grad=grad)
+    monkeypatch.setattr(kernels, "softmax_kl_triton", fake, raising=False)
+    monkeypatch.setitem(sys.modules, "kernels.softmax_kl_triton", fake)
+    monkeypatch.setattr(api, "backend_name", lambda *a: "triton")
+    cases = [dict(n=30, v=48, vocab_end=41, tau=15.0), dict(n=20, v=32, vocab_end=32, tau=1.0)]
+    result = kernel.run(argparse.Namespace(), cases=cases, device="cpu", dtype=torch.float64)
+    assert result["status"] == "ok" and result["note"] is None, result
+    assert [(r["vocab_end"], r["config"], r["status"]) for r in result["cases"]] == [
+        (ve, c, "ok") for ve in (41, 32) for c in ("c1", "c2", "autotuned")]
+    assert seen == [(f, c) for _ in cases for c in ("c1", "c2", None) for f in ("row_stats", "grad")]
+    assert result["headline"]["cases"] == 6 and result["headline"]["failed"] == 0
+
+
 def test_kernel_bytes_is_the_minimum_traffic():
     # bf16, the TP=2 last rank: both inputs' 25049 real columns read by each kernel, 25216 written
     assert bandwidth.kernel_bytes(512, 25216, 25049, 2) == {"row_stats": 2 * 512 * 25049 * 2,
