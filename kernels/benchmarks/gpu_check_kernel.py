@@ -141,6 +141,7 @@ def kernel_configs(module):
 def run(args, cases=CASES, device="cuda", dtype=torch.bfloat16) -> dict:
     """The part (`cases`, `device` and `dtype` other than the defaults only for the CPU test)."""
     from kernels import softmax_kl_triton
+    from kernels.benchmarks.gpu_check_common import write_json
     from kernels.softmax_kl import backend_name
     configs, note = kernel_configs(softmax_kl_triton)
     results, worst = [], {"loss_sum_rel_err": 0.0, "loss_row_max_rel_err": 0.0, "grad_max_abs_err_over_max": 0.0}
@@ -167,6 +168,8 @@ def run(args, cases=CASES, device="cuda", dtype=torch.bfloat16) -> dict:
             print(f"{row['status']:6s} {case['n']} x {case['v']} vocab_end {case['vocab_end']} tau {case['tau']} "
                   f"{label}: {row['failed'] or ''}", flush=True)
             results.append(row)
+            if getattr(args, "out", None):   # what is done survives the script's timeout
+                write_json(args.out, {"part": "kernel", "status": "running", "note": note, "cases": results})
         del s, t, keep
         if device == "cuda":
             torch.cuda.empty_cache()
