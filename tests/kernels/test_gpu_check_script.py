@@ -16,7 +16,7 @@ PARTS = ["kernel", "bandwidth", "nccl", "stage_eager", "engine_smoke", "stage_co
 
 
 def _run(args, env=None, timeout=120):
-    full = {**os.environ, "PYTHONPATH": ROOT, **(env or {})}
+    full = {**os.environ, "PYTHONPATH": ROOT, "PYTHON": sys.executable, **(env or {})}
     return subprocess.run(["bash", SCRIPT, *args], capture_output=True, text=True, env=full, timeout=timeout)
 
 
