@@ -16,6 +16,7 @@
 # most 5 s of kill grace each stays under 8 minutes), whether or not an earlier part failed. Writes
 # OUT_DIR/<part>.json and <part>.log per part, nvidia_smi.txt and summary.json (each part's status
 # and headline numbers); exits non-zero if any part failed or timed out.
+# PYTHON=/path/to/python picks the interpreter (default: python on PATH).
 set -uo pipefail
 if [ "$#" -ne 1 ] || [ -z "$1" ]; then
   echo "error: OUT_DIR: missing (usage: bash kernels/benchmarks/gpu_check.sh OUT_DIR)" >&2
@@ -27,7 +28,7 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 unset TRITON_INTERPRET  # compiled kernels, not the interpreter
 py="${PYTHON:-python}"
 
-# part name -> timeout in seconds (sum 440; tests/kernels/test_gpu_check.py holds it to the 8 minutes)
+# part name -> timeout in seconds (sum 440; tests/kernels/test_gpu_check_script.py holds it to the 8 minutes)
 declare -A budget=([env]=25 [kernel]=100 [bandwidth]=40 [nccl]=30 [stage_eager]=65 [engine_smoke]=100
                    [stage_compiled]=80)
 
