@@ -9,7 +9,8 @@
 #                  vocab_end a multiple of 16 and not (gpu_check_bandwidth.py)
 #   nccl           every collective and dtype the engine uses on a one-rank NCCL group (gpu_check_nccl.py)
 #   stage_eager    stage 0 of the 40-GPU run at real size (9 GLM-2B layers with recompute, 8 GLM-10B
-#                  layers forward, bf16, micro-batch 1, seq 512) under the profiler (gpu_check_stage.py)
+#                  layers forward, bf16, micro-batch 1, seq 512) under the profiler
+#                  (tools/benchmarks/gpu_check_stage.py)
 #   engine_smoke   bf16 teacher pre-training then GLMD distillation through glmd-train (tests/distill/engine_smoke.py)
 #   stage_compiled the stage-0 slice with model.compile (torch.compile per layer)
 # Every part runs in its own process under its own timeout (the budget below: 440 s of parts plus at
@@ -54,9 +55,9 @@ trap 'rm -rf "$smoke_dir"' EXIT
 run_part kernel "$py" -m kernels.benchmarks.gpu_check_kernel --out "$out/kernel.json"
 run_part bandwidth "$py" -m kernels.benchmarks.gpu_check_bandwidth --out "$out/bandwidth.json"
 run_part nccl "$py" -m kernels.benchmarks.gpu_check_nccl --out "$out/nccl.json"
-run_part stage_eager "$py" -m kernels.benchmarks.gpu_check_stage --mode eager --out "$out/stage_eager.json"
+run_part stage_eager "$py" -m tools.benchmarks.gpu_check_stage --mode eager --out "$out/stage_eager.json"
 run_part engine_smoke "$py" -m tests.distill.engine_smoke --workdir "$smoke_dir" --iterations 30 \
   --json "$out/engine_smoke.json"
-run_part stage_compiled "$py" -m kernels.benchmarks.gpu_check_stage --mode compiled --out "$out/stage_compiled.json"
+run_part stage_compiled "$py" -m tools.benchmarks.gpu_check_stage --mode compiled --out "$out/stage_compiled.json"
 
 "$py" -m kernels.benchmarks.gpu_check_summary "$out" "${statuses[@]}"

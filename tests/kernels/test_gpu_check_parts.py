@@ -11,7 +11,7 @@ import torch
 from kernels.benchmarks import gpu_check_bandwidth as bandwidth
 from kernels.benchmarks import gpu_check_kernel as kernel
 from kernels.benchmarks import gpu_check_nccl as nccl
-from kernels.benchmarks import gpu_check_stage as stage
+from tools.benchmarks import gpu_check_stage as stage
 from tests.kernels.reference import reference
 from tests.nccl_rules import NCCL_DTYPES
 

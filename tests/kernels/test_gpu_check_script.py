@@ -74,8 +74,8 @@ def test_every_part_runs_and_the_summary_says_which_failed(tmp_path):
     modules = [line.split()[1] for line in log.read_text().splitlines()]
     assert modules == ["kernels.benchmarks.gpu_check_env", "kernels.benchmarks.gpu_check_kernel",
                        "kernels.benchmarks.gpu_check_bandwidth", "kernels.benchmarks.gpu_check_nccl",
-                       "kernels.benchmarks.gpu_check_stage", "tests.distill.engine_smoke",
-                       "kernels.benchmarks.gpu_check_stage", "kernels.benchmarks.gpu_check_summary"]
+                       "tools.benchmarks.gpu_check_stage", "tests.distill.engine_smoke",
+                       "tools.benchmarks.gpu_check_stage", "kernels.benchmarks.gpu_check_summary"]
     assert "--mode compiled" in log.read_text().splitlines()[6]
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["status"] == "failed" and summary["failed"] == ["kernel"]

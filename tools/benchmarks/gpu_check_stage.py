@@ -1,7 +1,7 @@
 """Part 4 of `gpu_check.sh`: stage 0 of the 40-GPU GLM-10B -> GLM-2B run, at real size, on one GPU.
 
-    python -m kernels.benchmarks.gpu_check_stage --out OUT_DIR/stage_eager.json --mode eager
-    python -m kernels.benchmarks.gpu_check_stage --out OUT_DIR/stage_compiled.json --mode compiled
+    python -m tools.benchmarks.gpu_check_stage --out OUT_DIR/stage_eager.json --mode eager
+    python -m tools.benchmarks.gpu_check_stage --out OUT_DIR/stage_compiled.json --mode compiled
 
 Built from the project's own model code (`GLMStage`) at TP=1 with the run's configuration
 (`launch/configs/distill_10b_2b.yaml`, `parallel.tp=1`): the student's and the teacher's stage-0
@@ -29,7 +29,7 @@ import time
 
 import torch
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository
 RUN_CONFIG = os.path.join(ROOT, "launch", "configs", "distill_10b_2b.yaml")
 SLICE_OVERRIDES = ["parallel.tp=1"]
 FUSED_ATTENTION = re.compile(r"flash|fmha|mem_eff|efficient|cudnn.*(sdpa|attn|attention)|sdpa", re.I)
