@@ -1,6 +1,6 @@
-"""The CPU-testable pieces of gpu_check.sh's parts: the chunked fp64 reference and the pass criteria
-of the kernel part, the bandwidth part's byte count and launch recording, the NCCL part's checks (on
-gloo, under NCCL's dtype rule) and the stage-0 slice's model code, planner figure and kernel summary."""
+"""The CPU-testable pieces of gpu_check.sh's kernel-level parts: the chunked fp64 reference and the
+pass criteria of the kernel part, the bandwidth part's byte count and launch recording, the NCCL
+part's checks (on gloo, under NCCL's dtype rule). The stage-0 slice: tests/tools/test_gpu_check_stage.py."""
 import subprocess
 import sys
 import types
@@ -11,7 +11,6 @@ import torch
 from kernels.benchmarks import gpu_check_bandwidth as bandwidth
 from kernels.benchmarks import gpu_check_kernel as kernel
 from kernels.benchmarks import gpu_check_nccl as nccl
-from tools.benchmarks import gpu_check_stage as stage
 from tests.kernels.reference import reference
 from tests.nccl_rules import NCCL_DTYPES
 
@@ -187,40 +186,3 @@ def test_nccl_checks_round_trip_on_a_one_rank_gloo_group(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     statuses = __import__("json").loads(proc.stdout.strip().splitlines()[-1])
     assert len(statuses) == sum(c[0] != "p2p" for c in nccl.CHECKS.values()) and set(statuses.values()) == {"ok"}
-
-
-def test_stage_slice_steps_on_tiny_models():
-    from megatron_glmd.config import preset
-    from megatron_glmd.model.partition import StageLayers
-    student_cfg = preset("tiny-student", checkpoint_activations=True)
-    teacher_cfg = preset("tiny-teacher", hidden_dropout=0.0, attention_dropout=0.0)
-    student, teacher = stage.build_slice(student_cfg, teacher_cfg, StageLayers((0, 1), (0, 2)), 2, "cpu")
-    batch = stage.make_batch(student_cfg.vocab_size, 32, "cpu")
-    assert batch[1][0, :, 15:18].tolist() == [[15, 16, 16], [0, 1, 2]]   # Part A positions, then Part B blocks
-    out = stage.train_step(student, teacher, batch, torch.randn(1, 32, student_cfg.hidden_size))
-    assert out.shape == (1, 32, teacher_cfg.hidden_size) and not out.requires_grad
-    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in student.parameters())
-    assert all(p.grad is None for p in teacher.parameters())
-
-
-def test_planner_figure_counts_the_parameters_the_slice_builds():
-    from megatron_glmd.model import GLMStage
-    cfg, student_cfg, teacher_cfg, layers, dp = stage.slice_setup()
-    assert (layers.student, layers.teacher, dp) == ((0, 9), (0, 8), 8)   # 40 GPUs at TP=1, PP=5
-    plan = stage.planned_bytes(cfg, student_cfg, teacher_cfg, layers, dp)
-    for config, span, key in ((student_cfg, layers.student, "student_params"),
-                              (teacher_cfg, layers.teacher, "teacher_params")):
-        built = GLMStage(config, pp_rank=0, pp_size=5, layer_range=span, device="meta")
-        assert sum(p.numel() for p in built.parameters()) == plan[key]
-    weights = 2 * plan["teacher_params"] + 4 * plan["student_params"]   # bf16 weights, student's bf16 grads
-    assert weights < plan["slice"] < plan["stage_total"]
-
-
-def test_kernel_summary_unions_intervals_and_spots_fused_attention():
-    events = [("gemm", 0, 10), ("pytorch_flash::flash_fwd_kernel", 5, 20), ("gemm", 30, 31)] * 1
-    got = stage.kernel_summary(events + [(n, a + 100, b + 100) for n, a, b in events], steps=2)
-    assert got["busy_us_per_step"] == 21.0 and got["kernels_per_step"] == 3.0
-    assert got["fused_attention"] and got["attention_kernels"] == ["pytorch_flash::flash_fwd_kernel"]
-    assert got["top_kernels_us_per_step"] == {"pytorch_flash::flash_fwd_kernel": 15.0, "gemm": 11.0}
-    math_path = stage.kernel_summary([("cunn_SoftMaxForward<bf16>", 0, 4), ("gemm", 4, 9)], steps=1)
-    assert not math_path["fused_attention"] and math_path["attention_kernels"] == ["cunn_SoftMaxForward<bf16>"]
