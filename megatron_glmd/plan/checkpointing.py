@@ -7,7 +7,7 @@ stage fits the GPU without it (:mod:`.memory`, on the partition the engine would
 recompute, plus the reserve), else **on**. Without a memory budget (CPU processes) it is off.
 
 One function for both sides: the planner resolves each layout it plans or ranks with the
-``--gpu-memory-gib``/``--reserve-gib`` it is given; the engine (``distill/trainer.py``) resolves the
+``--gpu-memory-gib``/``--reserve-gib`` it is given; the engine (``engine/trainer.py``) resolves the
 run's own layout with the memory of its device before it builds the model, and logs the decision.
 """
 from __future__ import annotations

@@ -44,7 +44,7 @@ them: bf16 through ``PipelineEngine._bf16_reduce_grads`` (``pipe/engine.py`` l. 
 (``MEMORY_OPT_ALLREDUCE_SIZE``, l. 151) → ``allreduce_bucket`` (l. 3795-3821): ``self.flatten(bucket)``
 concatenates the bucket's tensors into a fresh fp32 tensor (torch's ``_flatten_dense_tensors``
 copies two or more tensors and views a single one) and ``dist.all_reduce``s it. With the
-trainer's two param groups (decay, no decay: ``distill/optim.py``) and fewer than 5e8 elements in
+trainer's two param groups (decay, no decay: ``engine/optim.py``) and fewer than 5e8 elements in
 the first, both land in one bucket: a transient fp32 copy of the stage's whole gradient (4 B per
 parameter, ≈ 1 GiB on stage 0 at 10B→2B). fp16/fp32 stage 1 reduces its bucket with
 ``use_multi_rank_bucket_allreduce`` (default True, ``zero/config.py`` l. 119) → an all-reduce too

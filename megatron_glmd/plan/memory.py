@@ -27,7 +27,7 @@ GiB = 1024 ** 3
 
 def stage_vector_parameter_count(config: ModelConfig, tp: int, last: bool, layers: Tuple[int, int]) -> int:
     """1-D parameters (biases, LayerNorm) of one TP rank of a GLM stage: the optimizer's no-decay group
-    (``distill/optim.py`` ``param_groups``). Per layer 3h/t (QKV bias) + h (attention output bias)
+    (``engine/optim.py`` ``param_groups``). Per layer 3h/t (QKV bias) + h (attention output bias)
     + f/t + h (MLP biases) + 4h (two LayerNorms); the final LayerNorm (2h) on the last stage."""
     h, f = config.hidden_size, config.ffn_size
     per_layer = 3 * h // tp + h + f // tp + h + 4 * h

@@ -101,7 +101,7 @@ ENGINE = {"mode": "pretrain", "model": {"preset": "tiny-student", "num_layers": 
 
 
 def _engine_choice(rank, world, memory_gib, save_dir):
-    import megatron_glmd.distill.trainer as trainer_module
+    import megatron_glmd.engine.trainer as trainer_module
 
     trainer_module.device_memory_gib = lambda: memory_gib   # this rank's "GPU"
     lines = []

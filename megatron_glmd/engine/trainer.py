@@ -28,15 +28,15 @@ from ..parallel.layers import initialize_parameters
 from ..parallel.random import model_parallel_seed
 from ..plan.checkpointing import AUTO, resolve_checkpointing
 from ..plan.hardware import Hardware
-from . import checkpointing as ckpt
-from .checkpoint_checks import check_run_checkpoints
-from .elastic import load_engine_checkpoint
-from .engine import build_engine, device_memory_gib, engine_device, init_distributed, pipeline_item
+from ..checkpoint import checkpointing as ckpt
+from ..checkpoint.checks import check_run_checkpoints
+from ..checkpoint.elastic import load_engine_checkpoint
+from .deepspeed_setup import build_engine, device_memory_gib, engine_device, init_distributed, pipeline_item
 from .metrics import RunLogger, TrainingDiverged, default_peak_tflops, nonfinite_parts, throughput
-from .objective import EVAL_FIELDS, Objective
+from ..distill.objective import EVAL_FIELDS, Objective
 from .pipeline import build_pipeline
-from .safe_load import CheckpointError
-from .vocab_compression import keep_copy, prepare_run
+from ..checkpoint.safe_load import CheckpointError
+from ..distill.vocab_compression import keep_copy, prepare_run
 
 
 class Trainer:
