@@ -4,12 +4,14 @@ import math
 import os
 
 import pytest
+import torch
 
 from megatron_glmd.config import ConfigError, load_run_config, preset, run_config_from_dict
 from megatron_glmd.model.partition import run_partition
 from megatron_glmd.plan.build import build_plan
 from megatron_glmd.plan.checkpointing import choose_checkpointing
 from megatron_glmd.plan.hardware import Hardware
+from megatron_glmd.plan.memory import stage_vector_parameter_count
 from megatron_glmd.plan.search import rank_layouts
 from tests.distill.synthetic import SyntheticGLMSamples
 from tests.distributed import run_distributed
@@ -109,9 +111,12 @@ def _engine_choice(rank, world, memory_gib, save_dir):
     trainer = trainer_module.Trainer(run_config_from_dict(values), SyntheticGLMSamples(64, 64, 300, seed=1),
                                      log=lines.append)
     loss = trainer.train_step()["loss"]
+    optimizer = trainer.engine.optimizer      # what plan/deepspeed_state.py models, as DeepSpeed built it
+    state = (type(optimizer).__name__, [(t.dtype, t.numel()) for t in optimizer.fp32_groups_gradients_flat],
+             [sum(p.numel() for p in group) for group in optimizer.bf16_groups])
     return (trainer.cfg.train.checkpoint_activations, trainer.student_config.checkpoint_activations,
             trainer.stage.student.config.checkpoint_activations, [p.student for p in trainer.partition],
-            [line for line in lines if "checkpointing" in line], loss)
+            [line for line in lines if "checkpointing" in line], loss, state)
 
 
 def test_engine_resolves_auto_as_the_planner_does(tmp_path):
@@ -122,9 +127,17 @@ def test_engine_resolves_auto_as_the_planner_does(tmp_path):
     for expected, memory in budgets.items():
         plan = build_plan(cfg, nodes=1, gpus_per_node=1, hardware=Hardware(gpu_memory_gib=memory))
         assert plan.checkpoint_activations is expected
-        resolved, model, built, ranges, logged, loss = run_distributed(1, _engine_choice, memory,
-                                                                      str(tmp_path / str(expected)))[0]
+        resolved, model, built, ranges, logged, loss, state = run_distributed(1, _engine_choice, memory,
+                                                                             str(tmp_path / str(expected)))[0]
         assert resolved is expected and model is expected and built is expected
         assert ranges == [s.layers.student for s in plan.stages]
         assert logged == [plan.checkpointing.describe()]
         assert math.isfinite(loss)
+        # The engine's optimizer is the one the planner models: BF16_Optimizer, whose fp32 gradient
+        # buffers span each whole param group (not a DP shard), with the planner's (decay, no decay) split.
+        name, buffers, groups = state
+        n = plan.stages[0].memory.student_params
+        vectors = stage_vector_parameter_count(cfg.model, 1, True, plan.stages[0].layers.student)
+        assert name == "BF16_Optimizer" and groups == [n - vectors, vectors]
+        assert [dtype for dtype, _ in buffers] == [torch.float32] * 2
+        assert all(0 <= numel - g < 4 for (_, numel), g in zip(buffers, groups))   # alignment padding only
