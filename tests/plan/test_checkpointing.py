@@ -141,3 +141,33 @@ def test_engine_resolves_auto_as_the_planner_does(tmp_path):
         assert name == "BF16_Optimizer" and groups == [n - vectors, vectors]
         assert [dtype for dtype, _ in buffers] == [torch.float32] * 2
         assert all(0 <= numel - g < 4 for (_, numel), g in zip(buffers, groups))   # alignment padding only
+
+
+def _save_then_resolve(rank, world, memory_gib, save_dir, resume_memory_gib):
+    """Train one step under ``memory_gib`` and save; then resolve auto for a resume of that run and
+    for a fresh run under ``resume_memory_gib``."""
+    import megatron_glmd.engine.trainer as trainer_module
+    from megatron_glmd.checkpoint.checks import resolve_auto_checkpointing
+
+    trainer_module.device_memory_gib = lambda: memory_gib
+    values = dict(ENGINE, checkpoint={"save_dir": save_dir})
+    trainer = trainer_module.Trainer(run_config_from_dict(values), SyntheticGLMSamples(64, 64, 300, seed=1),
+                                     log=lambda line: None)
+    trainer.train_step()
+    trainer.save()
+    resumed, why = resolve_auto_checkpointing(run_config_from_dict(values), None, 1, resume_memory_gib, 0.0)
+    fresh = dict(ENGINE, checkpoint={"save_dir": save_dir + "-fresh"})
+    fresh_cfg, _ = resolve_auto_checkpointing(run_config_from_dict(fresh), None, 1, resume_memory_gib, 0.0)
+    return (trainer.cfg.train.checkpoint_activations, resumed.train.checkpoint_activations,
+            fresh_cfg.train.checkpoint_activations, why)
+
+
+def test_a_resumed_run_keeps_its_checkpoints_setting(tmp_path):
+    """auto must not flip on resume (another DP size or GPU): the partition, and so each stage's
+    files, depends on it."""
+    off = build_plan(run_config_from_dict(ENGINE), nodes=1, gpus_per_node=1,
+                     hardware=Hardware(gpu_memory_gib=40)).checkpointing
+    tight = (off.needed_on_gib + off.needed_off_gib) / 2
+    trained, resumed, fresh, why = run_distributed(1, _save_then_resolve, tight, str(tmp_path / "run"), 1000.0)[0]
+    assert trained is True and resumed is True and fresh is False
+    assert "kept from the checkpoint this run resumes" in why
