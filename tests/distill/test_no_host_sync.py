@@ -2,7 +2,7 @@
 synchronisation inside a micro-batch").
 
 One training step of each mode (pretrain, distill with the hard-label and intermediate-layer parts,
-distill with a compressed vocabulary, finetune, task_distill, task_logits on a single-token task and
+activation checkpointing and dropout, distill with a compressed vocabulary, finetune, task_distill, task_logits on a single-token task and
 on COPA) at (TP, PP, DP) = (1, 1, 1) and (2, 1, 1), and the evaluation of distill and task_logits,
 run with the stage's forward, the loss function and autograd's backward under
 :func:`tests.host_sync.no_host_sync`: an ``.item()``, a boolean-mask index, a ``nonzero`` ... there
@@ -84,7 +84,9 @@ def _every_mode(rank, world, tp, teacher, artifact, tok, topics, copa, workdir):
     losses["pretrain"] = _step(Trainer(run_config("pretrain", tp, 1, d("pretrain"), iterations=1), train_data(),
                                        log=_quiet))
     distill = _with(run_config("distill", tp, 1, d("distill"), teacher=teacher, iterations=1),
-                    loss={"hard_label_weight": 0.5, "intermediate_weight": 0.5})
+                    loss={"hard_label_weight": 0.5, "intermediate_weight": 0.5},
+                    train={"checkpoint_activations": True},          # recompute in backward, dropout on the
+                    model={"hidden_dropout": 0.1, "attention_dropout": 0.1})   # TP stream replayed
     losses["distill"] = _step(Trainer(distill, train_data(), valid_data(), log=_quiet), evaluate=True)
     losses["compressed distill"] = _step(Trainer(compressed(run_config("distill", tp, 1, d("compressed"),
                                                                        teacher=teacher, iterations=1), artifact),
