@@ -8,9 +8,11 @@ nothing stalls, so such an operation cannot be seen by timing: this guard sees i
 :class:`NoHostSync` is a ``TorchDispatchMode`` (every aten operation, forward and autograd backward
 alike, passes through it) plus a ``TorchFunctionMode`` (``Tensor.tolist``/``numpy`` read the data
 without dispatching an operation). :func:`guard_micro_batches` activates both only inside what a
-pipeline runs per micro-batch: the stage module's forward, the loss function, and autograd's
-backward; DeepSpeed's once-per-step bookkeeping (loss aggregation, gradient norm, the optimizer)
-and the trainer's per-step syncs stay outside.
+pipeline engine runs per micro-batch: its ForwardPass and BackwardPass instructions (the stage
+module's forward, the loss function, autograd's backward, and DeepSpeed's code around them, where
+a device ``synchronize()`` is refused too); DeepSpeed's once-per-step bookkeeping (loss
+aggregation, gradient reduction, gradient norm, the optimizer step) and the trainer's per-step
+syncs stay outside.
 """
 from __future__ import annotations
 
@@ -94,34 +96,51 @@ def no_host_sync():
         yield
 
 
-_active = [False]     # nested guarded calls (the stage's forward inside a backward's recompute) run as they are
+class SynchronizeGuard:
+    """``synchronize()`` of DeepSpeed's accelerator and of torch.cuda: no aten operation, so no mode
+    sees it; the guard wraps the callables themselves."""
+
+    def __init__(self):
+        from deepspeed.accelerator import get_accelerator
+
+        self.targets = [(get_accelerator(), "synchronize"), (torch.cuda, "synchronize")]
+
+    def __enter__(self):
+        self.saved = [getattr(obj, name) for obj, name in self.targets]
+
+        def refuse(*args, **kwargs):
+            raise HostSyncError(f"host synchronisation inside a micro-batch: a device synchronize() at {_where()}")
+
+        for obj, name in self.targets:
+            setattr(obj, name, refuse)
+
+    def __exit__(self, *exc):
+        for (obj, name), saved in zip(self.targets, self.saved):
+            setattr(obj, name, saved)
 
 
-def _guarded(call):
-    def run(*args, **kwargs):
-        if _active[0]:
-            return call(*args, **kwargs)
-        _active[0] = True
-        try:
-            with no_host_sync():
-                return call(*args, **kwargs)
-        finally:
-            _active[0] = False
+def _guarded(instruction):
+    def run(engine, **kwargs):
+        with SynchronizeGuard(), no_host_sync():
+            return instruction(engine, **kwargs)
     return run
 
 
 @contextlib.contextmanager
 def guard_micro_batches(trainer):
-    """Guard the trainer's pipeline per micro-batch (module docstring): its stage's forward, its loss
-    function and every autograd backward pass run under :func:`no_host_sync` within the block."""
-    stage, pipe = trainer.stage, trainer.pipe
-    saved_forward, saved_loss, saved_backward = stage.forward, pipe.loss_fn, torch.autograd.backward
-    stage.forward = _guarded(saved_forward)
-    pipe.loss_fn = _guarded(saved_loss)
-    torch.autograd.backward = _guarded(saved_backward)
+    """Guard what the trainer's pipeline engine runs per micro-batch: its ForwardPass and BackwardPass
+    instructions (the stage's forward, the loss function, autograd's backward, and DeepSpeed's own code
+    around them) run under :func:`no_host_sync` and with device ``synchronize()`` refused, within the
+    block. The step's other instructions (loading a micro-batch, the gradient reduction, the optimizer
+    step) and everything outside ``train_batch``/``eval_batch`` run as they are."""
+    from deepspeed.runtime.pipe import schedule
+
+    engine = trainer.engine
+    instructions = dict(type(engine)._INSTRUCTION_MAP)
+    for kind in (schedule.ForwardPass, schedule.BackwardPass):
+        instructions[kind] = _guarded(instructions[kind])
+    engine._INSTRUCTION_MAP = instructions      # the engine looks its instructions up on itself
     try:
         yield
     finally:
-        del stage.forward            # the class's forward again
-        pipe.loss_fn = saved_loss
-        torch.autograd.backward = saved_backward
+        del engine._INSTRUCTION_MAP

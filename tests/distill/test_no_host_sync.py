@@ -4,9 +4,10 @@ synchronisation inside a micro-batch").
 One training step of each mode (pretrain, distill with the hard-label and intermediate-layer parts,
 activation checkpointing and dropout, distill with a compressed vocabulary, finetune, task_distill, task_logits on a single-token task and
 on COPA) at (TP, PP, DP) = (1, 1, 1) and (2, 1, 1), and the evaluation of distill and task_logits,
-run with the stage's forward, the loss function and autograd's backward under
-:func:`tests.host_sync.no_host_sync`: an ``.item()``, a boolean-mask index, a ``nonzero`` ... there
-fails the run with the operation and the line that issued it. The guard itself is checked first
+run with the pipeline engine's ForwardPass and BackwardPass instructions (the stage's forward, the
+loss function, autograd's backward) under :func:`tests.host_sync.guard_micro_batches`: an
+``.item()``, a boolean-mask index, a ``nonzero``, a device ``synchronize()`` ... there fails the run
+with the operation and the line that issued it. The guard itself is checked first
 against operations that do and do not synchronise.
 """
 import os
@@ -22,7 +23,7 @@ from tests.distill.compressed_cases import build_artifact, compressed
 from tests.distill.engine_cases import run_config, train_data, valid_data
 from tests.distill.task_cases import make_tokenizer, task_config, write_copa, write_topic_task
 from tests.distributed import run_distributed
-from tests.host_sync import HostSyncError, guard_micro_batches, no_host_sync
+from tests.host_sync import HostSyncError, SynchronizeGuard, guard_micro_batches, no_host_sync
 
 LAYOUTS = [(1, 1, 1), (2, 1, 1)]     # (TP, PP, DP)
 
@@ -53,6 +54,14 @@ NOT_SYNCING = {
 def test_the_guard_fails_on_an_operation_that_synchronises(name):
     with pytest.raises(HostSyncError), no_host_sync():
         SYNCING[name]()
+
+
+def test_the_guard_refuses_a_device_synchronize():
+    from deepspeed.accelerator import get_accelerator
+
+    with pytest.raises(HostSyncError), SynchronizeGuard():
+        get_accelerator().synchronize()
+    get_accelerator().synchronize()        # restored outside
 
 
 @pytest.mark.parametrize("name", NOT_SYNCING)
