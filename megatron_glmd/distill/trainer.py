@@ -33,6 +33,7 @@ from .engine import build_engine, engine_device, init_distributed, pipeline_item
 from .metrics import RunLogger, TrainingDiverged, default_peak_tflops, nonfinite_parts, throughput
 from .objective import EVAL_FIELDS, Objective
 from .pipeline import build_pipeline
+from .quiet import set_verbose
 from .safe_load import CheckpointError
 from .vocab_compression import keep_copy, prepare_run
 
@@ -50,6 +51,7 @@ class Trainer:
         self.cfg, self.compression, compression_note = prepare_run(self.cfg)
         cfg = self.cfg
         self.teacher_config = check_run_checkpoints(cfg, self.compression)
+        set_verbose(cfg.logging.verbose)     # before DeepSpeed is imported: its import logs a warning
         init_distributed()
         self.logger = RunLogger(log, dist.get_rank() == 0, cfg.logging.tensorboard_dir)
         self.log = self.logger.log
