@@ -1,11 +1,11 @@
-"""Quiet runs (megatron_glmd/distill/quiet.py): a run prints its own lines only, unless
+"""Quiet runs (megatron_glmd/engine/quiet.py): a run prints its own lines only, unless
 ``logging.verbose: true`` asks for DeepSpeed's too; errors always reach the console."""
 import logging
 
 import pytest
 
 from megatron_glmd.config import ConfigError, run_config_from_dict
-from megatron_glmd.distill.quiet import deepspeed_prints, set_verbose
+from megatron_glmd.engine.quiet import deepspeed_prints, set_verbose
 from tests.cli.train_runs import DEEPSPEED_LINES, config as _config, train as _train
 from tests.distill.engine_cases import run_config, train_data
 from tests.distributed import run_distributed
@@ -32,7 +32,7 @@ def test_glmd_train_prints_its_own_lines_only_unless_verbose(dataset, tokenizer_
 def _dp2_run(rank, world, workdir, verbose):
     values = run_config("pretrain", 1, 1, workdir, iterations=1).to_dict()
     values["logging"]["verbose"] = verbose
-    from megatron_glmd.distill.trainer import Trainer
+    from megatron_glmd.engine.trainer import Trainer
     Trainer(run_config_from_dict(values), train_data()).train()
 
 

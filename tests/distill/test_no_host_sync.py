@@ -17,8 +17,8 @@ import torch
 
 from megatron_glmd.config import run_config_from_dict
 from megatron_glmd.convert.reshard import reshard_checkpoint
-from megatron_glmd.distill.task_trainer import TaskTrainer
-from megatron_glmd.distill.trainer import Trainer
+from megatron_glmd.engine.task_trainer import TaskTrainer
+from megatron_glmd.engine.trainer import Trainer
 from tests.distill.compressed_cases import build_artifact, compressed
 from tests.distill.engine_cases import run_config, train_data, valid_data
 from tests.distill.task_cases import make_tokenizer, task_config, write_copa, write_topic_task

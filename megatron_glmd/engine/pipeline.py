@@ -28,7 +28,7 @@ from ..config import ModelConfig
 from ..model import GLMStage
 from ..model.partition import StageLayers
 from ..parallel.grid import ParallelGrid
-from .intermediate import AddAuxiliaryGradient, IntermediateLayerLoss, stage_pairs
+from ..distill.intermediate import AddAuxiliaryGradient, IntermediateLayerLoss, stage_pairs
 from .quiet import deepspeed_prints
 from ..model.attention_mask import valid_token_mask
 
