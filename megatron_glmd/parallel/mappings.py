@@ -61,8 +61,9 @@ class _CopyToTP(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):
-        # In place, as Megatron-Core does: the incoming gradient is the fresh output of the consumer's
-        # backward (a matmul) or autograd's accumulation buffer, never a tensor anyone reads later.
+        # In place, as Megatron-Core does. Safe because copy_to_tp's output feeds linear layers only,
+        # whose backward hands over a fresh matmul product (see copy_to_tp: a consumer that passes
+        # its incoming gradient on unchanged to another input, like an addition, would share it).
         return _all_reduce(grad, ctx.group), None
 
 
@@ -105,6 +106,8 @@ class _GatherFromTP(torch.autograd.Function):
 
 
 def copy_to_tp(x: torch.Tensor, group: Optional[dist.ProcessGroup]) -> torch.Tensor:
+    """Identity; backward all-reduces the gradient in place, so the result must feed consumers whose
+    backward makes a new gradient tensor (a linear layer, as everywhere in this project)."""
     return x if group_size(group) == 1 else _CopyToTP.apply(x, group)
 
 
