@@ -70,6 +70,7 @@ class RunConfig:
         self.optimizer.validate()
         self.loss.validate()
         self.data.validate(corpus=self.mode not in TASK_MODES)
+        check_decoder_run(self)
         self.checkpoint.validate()
         self.logging.validate(has_validation_data=bool(self.data.valid_prefix))
         validate_task_run(self)
@@ -88,6 +89,18 @@ class RunConfig:
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def check_decoder_run(cfg: RunConfig) -> None:
+    """A decoder trains on causal samples (data/causal_dataset.py): GLM's blank-infilling fields are refused."""
+    if getattr(cfg.model, "architecture", "glm") != "decoder":
+        return
+    if cfg.data.task_mask:
+        raise ConfigError("data.task_mask: blank infilling's task mask is GLM's; a decoder "
+                          "(model.architecture: decoder) trains on causal samples")
+    if cfg.mode in TASK_MODES:
+        raise ConfigError(f"mode: {cfg.mode!r} scores GLM's blank-infilling cloze samples; the decoder "
+                          "family (model.architecture: decoder) runs pretrain and distill only")
 
 
 def check_teacher_model(student: ModelConfig, teacher: ModelConfig, tp: int, pp: int, where: str) -> None:
