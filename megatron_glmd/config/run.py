@@ -93,7 +93,7 @@ class RunConfig:
 
 def check_decoder_run(cfg: RunConfig) -> None:
     """A decoder trains on causal samples (data/causal_dataset.py): GLM's blank-infilling fields are refused."""
-    if getattr(cfg.model, "architecture", "glm") != "decoder":
+    if not cfg.model.is_decoder:
         return
     if cfg.data.task_mask:
         raise ConfigError("data.task_mask: blank infilling's task mask is GLM's; a decoder "
@@ -108,6 +108,9 @@ def check_teacher_model(student: ModelConfig, teacher: ModelConfig, tp: int, pp:
 
     ``where`` names the source of the teacher's shape (its checkpoint's config, a preset) in the error.
     """
+    if teacher.architecture != student.architecture:
+        raise ConfigError(f"{where}: teacher architecture {teacher.architecture!r}, student architecture "
+                          f"{student.architecture!r}: teacher and student must be of one model family")
     if teacher.vocab_size != student.vocab_size:
         raise ConfigError(f"{where}: teacher vocab_size={teacher.vocab_size}, student vocab_size="
                           f"{student.vocab_size}: teacher and student must share the vocabulary")

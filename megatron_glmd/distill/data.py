@@ -24,7 +24,7 @@ Dataset = Union[BlankInfillingDataset, CausalDataset]
 
 
 def is_decoder(cfg: RunConfig) -> bool:
-    return getattr(cfg.model, "architecture", "glm") == "decoder"
+    return cfg.model.is_decoder
 
 
 def tokenizer_type(cfg: RunConfig) -> str:
