@@ -2,9 +2,9 @@
 ``transformers``, one of them sharded) convert and give transformers' logits within 1e-5 in fp32 at
 TP 1, 2, 4 and PP 1, 2 on a padded batch: GQA with KV heads sharded (Mistral, 4 KV heads) and
 replicated (TP above Llama's 2 and Qwen2's 1 KV heads), llama3 rope scaling, Q/K/V biases, tied and
-untied heads. The converted weights are read by the engine's own loader (load_stage_weights), and at
+untied heads. The converted weights are read by the engine's own loader (load_stage_weights), at
 PP 1 the gradients of every layout equal TP 1's (a replicated KV head's gradient is summed over the
-ranks whose query heads use it)."""
+ranks whose query heads use it), and model/size.py counts each built stage's parameters."""
 import pytest
 import torch
 import torch.distributed as dist
@@ -13,6 +13,7 @@ from megatron_glmd.convert.glmd_checkpoint import read_model_config
 from megatron_glmd.convert.hf_import import convert_hf_checkpoint
 from megatron_glmd.distill.checkpointing import load_stage_weights
 from megatron_glmd.model import build_stage
+from megatron_glmd.model.size import stage_parameter_count
 from tests.convert.hf_reference import MODELS, batch, hf_logits, hf_model
 from tests.distributed import run_distributed
 from tests.model.helpers import full_gradients
@@ -55,9 +56,10 @@ def project_logits(rank, world, save_dirs, batch_tensors):
     results = {}
     for key, save_dir in save_dirs.items():
         config, _, pp = read_model_config(save_dir)
-        hidden, grads = ids, None
+        hidden, grads, counts = ids, None, []
         for stage in range(pp):
             part = build_stage(config, tp_group=group, pp_rank=stage, pp_size=pp).eval()
+            counts.append(sum(p.numel() for p in part.parameters()))
             load_stage_weights(part, save_dir, "student.", rank)
             with torch.set_grad_enabled(pp == 1):
                 hidden = part(hidden, positions, length)
@@ -71,7 +73,7 @@ def project_logits(rank, world, save_dirs, batch_tensors):
             shards = [torch.empty_like(hidden) for _ in range(world)]
             dist.all_gather(shards, hidden.contiguous(), group=group)
             hidden = torch.cat(shards, dim=-1)
-        results[key] = (hidden[..., :config.vocab_size], grads)
+        results[key] = (hidden[..., :config.vocab_size], grads, counts)
     return results
 
 
@@ -97,6 +99,13 @@ def test_converted_logits_equal_transformers(converted, logits, name, tp, pp):
     for b, n in enumerate(length.tolist()):        # padding positions are unused
         torch.testing.assert_close(got[b, :n], reference[b, :n], rtol=1e-5, atol=1e-5,
                                    msg=f"{name} at TP={tp}, PP={pp}, sample {b}")
+
+
+@pytest.mark.parametrize("tp,pp", LAYOUTS)
+@pytest.mark.parametrize("name", MODELS)
+def test_parameter_counts_of_the_formulas_equal_built_stages(converted, logits, name, tp, pp):
+    config, _, _ = read_model_config(converted[name][1][tp, pp])
+    assert logits[name, tp, pp][2] == [stage_parameter_count(config, tp, pp, k) for k in range(pp)]
 
 
 @pytest.mark.parametrize("tp", (2, 4))
