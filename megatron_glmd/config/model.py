@@ -97,7 +97,8 @@ class ModelConfig:
         return self.init_std / math.sqrt(2.0 * self.num_layers)
 
     def local_kv_heads(self, tp_size: int) -> int:
-        """KV heads one TP rank holds: a 1/TP share when TP divides them, else the one its query heads use."""
+        """KV heads one TP rank computes: a 1/TP share when TP divides them, else the one its query heads
+        share (it then stores all of them, replicated: see model/decoder_layers.py)."""
         kv = self.num_key_value_heads or self.num_attention_heads
         return kv // tp_size if kv % tp_size == 0 else 1
 
