@@ -2,13 +2,16 @@
 modes, on packed causal samples (position_ids cross every pipeline stage; m_p is every token with a
 target). As tests/distill/test_engine_layouts.py does for GLM: each layout runs in its own set of
 gloo processes, teacher pre-training for a few steps (its checkpoint becomes that layout's teacher),
-then GLMD distillation from it, compared with the single-process run."""
+then GLMD distillation from it and a distillation with the ablation switches (hard labels and
+intermediate layers), compared with the single-process run."""
+import dataclasses
 import os
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+from megatron_glmd.config.sections import DistillLossConfig
 from megatron_glmd.data.loader import collate
 from megatron_glmd.distill.trainer import Trainer
 from megatron_glmd.model.decoder import DecoderStage
@@ -29,9 +32,16 @@ def _pretrain_then_distill(rank, world, tp, pp, workdir, corpus):
     kl_before = student.evaluate()["kl"]
     distill_records = student.train()
     metrics = student.evaluate()
+    # The ablation switches on a decoder: + hard-label cross-entropy, + intermediate-layer MSE (the
+    # pairs (0, 1), (1, 3) of 2 student / 4 teacher layers share a stage at PP = 2).
+    ablation_cfg = run_config("distill", tp, pp, os.path.join(workdir, "ablation"), teacher=teacher_dir)
+    ablation_cfg = dataclasses.replace(ablation_cfg, loss=DistillLossConfig(hard_label_weight=0.5,
+                                                                            intermediate_weight=1.0))
+    ablation = Trainer(ablation_cfg, causal_data(corpus, "train", 32)).train()
     teacher_unchanged = all(torch.equal(p, teacher_params[n]) for n, p in student.stage.teacher.named_parameters())
     in_optimizer = {id(p) for group in student.engine.optimizer.param_groups for p in group["params"]}
     return dict(pretrain=[r["loss"] for r in pretrain_records], distill=[r["loss"] for r in distill_records],
+                ablation=[r["loss"] for r in ablation], intermediate=[r["loss/intermediate"] for r in ablation],
                 pretrain_grad_norm=[r["grad_norm"] for r in pretrain_records],
                 distill_grad_norm=[r["grad_norm"] for r in distill_records], kl_before=kl_before, metrics=metrics,
                 teacher_unchanged=teacher_unchanged,
@@ -57,7 +67,8 @@ def curves(tmp_path_factory, corpus):
 
 
 @pytest.mark.parametrize("layout", LAYOUTS[1:])
-@pytest.mark.parametrize("mode", ["pretrain", "distill", "pretrain_grad_norm", "distill_grad_norm"])
+@pytest.mark.parametrize("mode", ["pretrain", "distill", "pretrain_grad_norm", "distill_grad_norm", "ablation",
+                                  "intermediate"])
 def test_loss_curve_matches_single_process(curves, layout, mode):
     reference = curves[(1, 1, 1)][0][mode]
     for rank, result in enumerate(curves[layout]):
@@ -70,6 +81,7 @@ def test_curves_are_real_training_of_decoders(curves):
     assert ref["families"] == {"DecoderStage"}
     assert ref["pretrain"][-1] < ref["pretrain"][0] - 0.3
     assert ref["distill"][-1] < 0.5 * ref["distill"][0]
+    assert ref["ablation"][-1] < ref["ablation"][0] and ref["intermediate"][-1] < ref["intermediate"][0]
 
 
 def test_first_pretrain_loss_is_cross_entropy_over_m_p(curves, corpus):
