@@ -22,7 +22,7 @@ from megatron_glmd.convert.reshard import reshard_checkpoint
 from megatron_glmd.data.indexed_dataset import IndexedDataset
 from megatron_glmd.data.loader import collate
 from megatron_glmd.data.vocab_frequency import write_frequency_tsv
-from megatron_glmd.distill.trainer import Trainer
+from megatron_glmd.engine.trainer import Trainer
 from megatron_glmd.model.decoder import DecoderStage
 from tests.distill.decoder_cases import EOD, PAD, VOCAB, causal_data, make_corpora, run_config
 from tests.distributed import run_distributed

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from megatron_glmd.config.sections import DistillLossConfig
 from megatron_glmd.data.loader import collate
-from megatron_glmd.distill.trainer import Trainer
+from megatron_glmd.engine.trainer import Trainer
 from megatron_glmd.model.decoder import DecoderStage
 from tests.distill.decoder_cases import causal_data, make_corpora, run_config
 from tests.distributed import run_distributed

@@ -15,14 +15,14 @@ import torch
 import torch.distributed as dist
 
 from ..config import RunConfig
+from ..distill.objective import LABEL_KEYS
 
 INPUT_KEYS = ("input_ids", "position_ids", "sep", "length")   # what the first stage reads
 DECODER_INPUT_KEYS = ("input_ids", "position_ids", "length")  # ... of the decoder family (causal samples)
-LABEL_KEYS = ("target_ids", "loss_mask", "length")            # what the stage-1 loss reads (Objective.label_keys)
 
 
 def input_keys(model) -> Sequence[str]:
-    """What the first stage of ``model``'s family (a ModelConfig) reads (distill/pipeline.py)."""
+    """What the first stage of ``model``'s family (a ModelConfig) reads (engine/pipeline.py)."""
     return DECODER_INPUT_KEYS if model.is_decoder else INPUT_KEYS
 
 
@@ -69,7 +69,7 @@ def build_engine(cfg: RunConfig, pipe, trained_modules, ds_config: dict):
     import deepspeed
 
     from .optim import build_optimizer, build_scheduler, param_groups
-    from .safe_load import make_loads_safe
+    from ..checkpoint.safe_load import make_loads_safe
 
     optimizer = build_optimizer(param_groups(trained_modules, cfg.optimizer.weight_decay), cfg.optimizer)
     engine, _, _, _ = deepspeed.initialize(model=pipe, optimizer=optimizer, config=ds_config,
