@@ -60,7 +60,10 @@ def _one_error_line(stderr, named):
 def test_decoder_misconfigurations_give_one_line(corpus, tmp_path):
     glm = preset("tiny-teacher", vocab_size=VOCAB, max_sequence_length=64, num_layers=2)
     write_checkpoint(str(tmp_path / "glm_teacher"), glm, GLMStage(glm).state_dict(), tp=1, pp=1)
+    (tmp_path / "tokenizer.json").write_text('{"not": "a tokenizer"}')
     cases = [(["--set", "data.task_mask=true"], "data.task_mask"),
+             (["--set", f"data.tokenizer_model={tmp_path / 'tokenizer.json'}"],
+              "data.tokenizer_model: " + str(tmp_path / "tokenizer.json") + ": not a Hugging Face tokenizer.json"),
              (["--set", "model.vocab_size=300"], "model.vocab_size=300"),
              (["--set", "mode=distill", "--set", f"teacher_checkpoint={tmp_path / 'glm_teacher'}"],
               "teacher architecture 'glm', student architecture 'decoder'")]
