@@ -81,3 +81,11 @@ def build_engine(cfg: RunConfig, pipe, trained_modules, ds_config: dict):
 def engine_device() -> torch.device:
     """The device of this rank's model and of every tensor its collectives see."""
     return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+
+
+def device_memory_gib() -> float:
+    """This rank's GPU memory in GiB, the budget ``train.checkpoint_activations: auto`` is decided
+    against (:mod:`megatron_glmd.plan.checkpointing`); 0 on the CPU (no budget)."""
+    if not torch.cuda.is_available():
+        return 0.0
+    return torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory / 2 ** 30
