@@ -31,8 +31,7 @@ from ..plan.hardware import Hardware
 from ..checkpoint import checkpointing as ckpt
 from ..checkpoint.checks import check_run_checkpoints, resolve_auto_checkpointing
 from ..checkpoint.elastic import load_engine_checkpoint
-from .deepspeed_setup import (build_engine, device_memory_gib, engine_device, init_distributed, input_keys,
-                              pipeline_item)
+from .deepspeed_setup import build_engine, device_memory_gib, engine_device, init_distributed, input_keys, pipeline_item
 from .metrics import RunLogger, TrainingDiverged, default_peak_tflops, nonfinite_parts, throughput
 from ..distill.objective import EVAL_FIELDS, Objective
 from .pipeline import build_pipeline
