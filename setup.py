@@ -35,7 +35,11 @@ setup(
     extras_require={
         # deepspeed's own setup imports torch, so it comes after torch is installed.
         "train": ["deepspeed>=0.14", "tensorboard>=2.10"],
-        "dev": ["pytest>=7", "deepspeed>=0.14", "tensorboard>=2.10", "matplotlib>=3.5", "pandas>=1.5"],
+        # transformers: the reference of the Llama/Qwen2/Mistral conversion tests. 5.25 and later require
+        # Hugging Face's `kernels` distribution, whose top-level package shadows this project's `kernels`
+        # (the editable finder comes after site-packages), so they are excluded.
+        "dev": ["pytest>=7", "deepspeed>=0.14", "tensorboard>=2.10", "matplotlib>=3.5", "pandas>=1.5",
+                "transformers>=5.20,<5.25"],
     },
     entry_points={
         "console_scripts": [

@@ -1,7 +1,13 @@
 #!/usr/bin/env python
-"""Export a megatron-glmd checkpoint (e.g. a trained student) in GLM's Hugging Face hub layout.
+"""Export a megatron-glmd checkpoint (e.g. a trained student) in its family's Hugging Face layout.
 
     python tools/export_checkpoint.py --source runs/student --output exported/student [--torch-bin]
+
+A decoder (model.architecture: decoder) is written as a Llama (or, with Q/K/V biases, Qwen2)
+checkpoint, model.safetensors (--max-shard-size MB: shards and model.safetensors.index.json) and
+config.json, which transformers.AutoModelForCausalLM.from_pretrained and
+tools/convert_hf_checkpoint.py load; --architecture names the class (LlamaForCausalLM,
+Qwen2ForCausalLM, MistralForCausalLM). A GLM is written as follows.
 
 Writes model.safetensors (GLM's key names and fused-QKV layout, the embedding padded to a multiple
 of 128 rows) and config.json; --torch-bin also writes pytorch_model.bin, the same plain state dict
@@ -24,10 +30,15 @@ def main(argv=None) -> int:
     p.add_argument("--source", required=True, help="a megatron-glmd checkpoint folder (config.yaml, latest)")
     p.add_argument("--output", required=True, help="new folder (must not exist)")
     p.add_argument("--tag", help="checkpoint tag to read (default: the one named by 'latest')")
-    p.add_argument("--torch-bin", action="store_true", help="also write pytorch_model.bin")
+    p.add_argument("--torch-bin", action="store_true", help="GLM: also write pytorch_model.bin")
+    p.add_argument("--architecture", help="decoder: the Hugging Face class to write (default Llama, or Qwen2 "
+                                          "with Q/K/V biases)")
+    p.add_argument("--max-shard-size", type=int, metavar="MB", help="decoder: shard the safetensors at MB each")
     args = p.parse_args(argv)
     from megatron_glmd.convert.export import export_checkpoint
-    return run(lambda: print(export_checkpoint(args.source, args.output, args.tag, args.torch_bin)))
+    shard = args.max_shard_size * 2 ** 20 if args.max_shard_size else None
+    return run(lambda: print(export_checkpoint(args.source, args.output, args.tag, args.torch_bin,
+                                               args.architecture, shard)))
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from ..model.size import GiB, total_parameter_count, training_memory
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="glmd-model-info", description=__doc__.splitlines()[0])
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--preset", choices=sorted(PRESETS), help="a built-in GLM shape")
+    src.add_argument("--preset", choices=sorted(PRESETS), help="a built-in model shape (GLM or decoder)")
     src.add_argument("--config", help="a model YAML file")
     p.add_argument("--tp", type=int, default=1, help="tensor-parallel size (default 1)")
     p.add_argument("--pp", type=int, default=1, help="pipeline-parallel size (default 1)")
@@ -40,8 +40,9 @@ def report(config, name: str, tp: int, pp: int, dp: int, seq_length: Optional[in
     stages = training_memory(config, tp, pp, dp, ranges)
     total = total_parameter_count(config)
     lines = [
-        f"model {name}: {config.num_layers} layers, hidden {config.hidden_size}, "
-        f"{config.num_attention_heads} heads, ffn {config.ffn_size}, vocab {config.vocab_size} "
+        f"model {name}: {config.architecture}, {config.num_layers} layers, hidden {config.hidden_size}, "
+        f"{config.num_attention_heads} heads"
+        f"{f' ({config.num_key_value_heads} KV heads)' if config.is_decoder else ''}, ffn {config.ffn_size}, vocab {config.vocab_size} "
         f"(padded {config.padded_vocab_size(tp)} at TP={tp}), {config.max_sequence_length} positions",
         f"total parameters: {total:,} ({total / 1e9:.2f} B)",
         f"layout: TP={tp} PP={pp} DP={dp} ({tp * pp * dp} GPUs); memory per GPU for bf16 weights and grads, "

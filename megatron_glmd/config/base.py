@@ -37,6 +37,7 @@ def _check_type(name: str, value: Any, field_type: str, where: str) -> Any:
         "Union[bool, str]": lambda v: isinstance(v, (bool, str)),   # the section's validate() narrows the str
         "str": lambda v: isinstance(v, str),
         "List[str]": lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
+        "Dict[str, Any]": lambda v: isinstance(v, dict) and all(isinstance(x, str) for x in v),
     }
     if expected not in checks:
         raise TypeError(f"config field {name!r} has unsupported type {field_type}")

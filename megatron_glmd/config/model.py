@@ -15,13 +15,20 @@ import dataclasses
 import glob
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Dict, Optional
 
 from .base import ConfigError, dataclass_from_dict, read_yaml_mapping
 
 PRECISIONS = ("fp32", "bf16", "fp16")   # of model weights and of a training run
 GELU_VARIANTS = ("tanh", "erf")         # GLM's training code uses tanh; its Hugging Face port uses erf
+ARCHITECTURES = ("glm", "decoder")      # GLM's blocks, or a Llama/Qwen2/Mistral-style decoder (docs/design.md)
+# The fields only one family reads; None in the other. Each family's defaults fill them in __post_init__.
+GLM_ONLY = {"embedding_size": None, "layernorm_epsilon": 1e-5, "gelu": "tanh"}
+DECODER_ONLY = {"num_key_value_heads": None, "rope_theta": 10000.0, "rope_scaling": None, "rms_norm_eps": 1e-6,
+                "qkv_bias": False, "tie_word_embeddings": False}
+ROPE_SCALING_TYPES = ("default", "llama3")
+LLAMA3_ROPE_KEYS = ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")
 
 
 def pad_vocab_size(vocab_size: int, tp_size: int, multiple: int = 128) -> int:
@@ -42,14 +49,39 @@ class ModelConfig:
     vocab_size: int                      # real vocabulary; padded per TP size by padded_vocab_size()
     max_sequence_length: int = 512
     ffn_hidden_size: Optional[int] = None  # default 4 * hidden_size
-    embedding_size: Optional[int] = None   # E: factorised word embedding v×E then E×h ("+al"); None: v×h
+    embedding_size: Optional[int] = None   # GLM: factorised word embedding v×E then E×h ("+al"); None: v×h
     hidden_dropout: float = 0.1
     attention_dropout: float = 0.1
-    layernorm_epsilon: float = 1e-5
+    layernorm_epsilon: Optional[float] = None  # GLM (default 1e-5)
     init_std: float = 0.02
     checkpoint_activations: bool = False
     dtype: str = "fp32"
-    gelu: str = "tanh"                   # GeLU variant, one of GELU_VARIANTS; an imported model keeps its source's
+    gelu: Optional[str] = None           # GLM: one of GELU_VARIANTS (default tanh); an import keeps its source's
+    architecture: str = "glm"            # one of ARCHITECTURES; the fields below are the decoder's
+    num_key_value_heads: Optional[int] = None    # grouped-query attention (default: num_attention_heads)
+    rope_theta: Optional[float] = None           # default 10000
+    rope_scaling: Optional[Dict[str, Any]] = field(default=None, hash=False)  # None, or {rope_type: llama3, ...}
+    rms_norm_eps: Optional[float] = None         # default 1e-6
+    qkv_bias: Optional[bool] = None              # Qwen2: biases on Q, K, V (default False)
+    tie_word_embeddings: Optional[bool] = None   # output layer = word embedding (default False)
+
+    def __post_init__(self):
+        """Reject the other family's fields by name, then fill this family's defaults."""
+        if self.architecture not in ARCHITECTURES:
+            raise ConfigError(f"architecture must be one of {', '.join(ARCHITECTURES)}, got {self.architecture!r}")
+        mine, theirs = (GLM_ONLY, DECODER_ONLY) if self.architecture == "glm" else (DECODER_ONLY, GLM_ONLY)
+        for name in theirs:
+            if getattr(self, name) is not None:
+                raise ConfigError(f"{name} does not apply to architecture {self.architecture!r}")
+        for name, default in mine.items():
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, default)
+        if self.architecture == "decoder" and self.num_key_value_heads is None:
+            object.__setattr__(self, "num_key_value_heads", self.num_attention_heads)
+
+    @property
+    def is_decoder(self) -> bool:
+        return self.architecture == "decoder"
 
     @property
     def ffn_size(self) -> int:
@@ -63,6 +95,12 @@ class ModelConfig:
     def output_init_std(self) -> float:
         """Std of each block's output projections: init_std / sqrt(2 L) (GPT-2/GLM scaling)."""
         return self.init_std / math.sqrt(2.0 * self.num_layers)
+
+    def local_kv_heads(self, tp_size: int) -> int:
+        """KV heads one TP rank computes: a 1/TP share when TP divides them, else the one its query heads
+        share (it then stores all of them, replicated: see model/decoder_layers.py)."""
+        kv = self.num_key_value_heads or self.num_attention_heads
+        return kv // tp_size if kv % tp_size == 0 else 1
 
     def padded_vocab_size(self, tp_size: int = 1) -> int:
         return pad_vocab_size(self.vocab_size, tp_size)
@@ -83,10 +121,10 @@ class ModelConfig:
             value = getattr(self, name)
             if not 0.0 <= value < 1.0:
                 raise ConfigError(f"{name} must be in [0, 1), got {value}")
-        for name in ("layernorm_epsilon", "init_std"):
-            if getattr(self, name) <= 0:
+        for name in ("layernorm_epsilon", "init_std", "rms_norm_eps", "rope_theta"):
+            if getattr(self, name) is not None and getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
-        if self.gelu not in GELU_VARIANTS:
+        if not self.is_decoder and self.gelu not in GELU_VARIANTS:
             raise ConfigError(f"gelu must be one of {', '.join(GELU_VARIANTS)}, got {self.gelu!r}")
         if self.dtype not in PRECISIONS:
             raise ConfigError(f"dtype must be one of {', '.join(PRECISIONS)}, got {self.dtype!r}")
@@ -102,9 +140,42 @@ class ModelConfig:
             raise ConfigError(f"tensor-parallel size {tp_size} must divide hidden_size ({self.hidden_size})")
         if self.ffn_size % tp_size:
             raise ConfigError(f"tensor-parallel size {tp_size} must divide ffn_hidden_size ({self.ffn_size})")
+        if self.is_decoder:
+            self._validate_decoder(tp_size)
         if pp_size > self.num_layers:
             raise ConfigError(f"pipeline-parallel size {pp_size} must be <= num_layers ({self.num_layers})")
         return self
+
+    def _validate_decoder(self, tp_size: int) -> None:
+        heads, kv = self.num_attention_heads, self.num_key_value_heads
+        if self.ffn_hidden_size is None:
+            raise ConfigError("ffn_hidden_size is required for architecture 'decoder' (the SwiGLU width, "
+                              "intermediate_size in Hugging Face configs)")
+        if kv <= 0 or heads % kv:
+            raise ConfigError(f"num_key_value_heads ({kv}) must be positive and divide num_attention_heads ({heads})")
+        if kv % tp_size and tp_size % kv:
+            raise ConfigError(f"tensor-parallel size {tp_size} must divide num_key_value_heads ({kv}) or be a "
+                              f"multiple of it (then each rank holds the one KV head its query heads share)")
+        if self.head_dim % 2:
+            raise ConfigError(f"the head dimension hidden_size / num_attention_heads ({self.head_dim}) must be even "
+                              f"for rotary embeddings")
+        scaling = self.rope_scaling
+        if scaling is None:
+            return
+        kind = scaling.get("rope_type", scaling.get("type"))
+        if kind not in ROPE_SCALING_TYPES:
+            raise ConfigError(f"rope_scaling: unknown rope_type {kind!r}; supported: {', '.join(ROPE_SCALING_TYPES)}")
+        known = {"rope_type", "type"} | (set(LLAMA3_ROPE_KEYS) if kind == "llama3" else set())
+        unknown = sorted(set(scaling) - known)
+        if unknown:
+            raise ConfigError(f"rope_scaling: unknown key {unknown[0]!r} for rope_type {kind!r}")
+        if kind == "llama3":
+            for key in LLAMA3_ROPE_KEYS:
+                value = scaling.get(key)
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+                    raise ConfigError(f"rope_scaling: {key} must be a positive number, got {value!r}")
+            if scaling["high_freq_factor"] <= scaling["low_freq_factor"]:
+                raise ConfigError("rope_scaling: high_freq_factor must exceed low_freq_factor")
 
 
 def _read_presets() -> Dict[str, Dict[str, Any]]:
@@ -128,7 +199,10 @@ def from_dict(values: Dict[str, Any], *, where: str = "") -> ModelConfig:
         if preset_name not in PRESETS:
             raise ConfigError(f"{prefix}unknown preset {preset_name!r}; choose from {', '.join(PRESETS)}")
         values = {**PRESETS[preset_name], **values}
-    return dataclass_from_dict(ModelConfig, values, where=prefix)
+    try:
+        return dataclass_from_dict(ModelConfig, values, where=prefix)
+    except ConfigError as e:   # __post_init__'s checks do not know the file
+        raise ConfigError(str(e) if str(e).startswith(prefix) else f"{prefix}{e}") from None
 
 
 def preset(name: str, **overrides) -> ModelConfig:

@@ -1,4 +1,6 @@
-"""Export a megatron-glmd checkpoint (a trained student, or any checkpoint) in GLM's hub layout.
+"""Export a megatron-glmd checkpoint (a trained student, or any checkpoint) in its family's Hugging
+Face layout: a decoder (``model.architecture: decoder``) as Llama/Qwen2 (:mod:`.hf_export`), a GLM
+in GLM's hub layout as follows.
 
 The output folder holds ``model.safetensors`` (GLM's keys, ``[Q; K; V]`` QKV, the embedding
 zero-padded to a multiple of 128 rows as GLM pads it) and ``config.json`` (the hub port's GLM
@@ -41,19 +43,43 @@ def hub_config(config, rows: int) -> dict:
     }
 
 
-def export_checkpoint(source: str, output: str, tag: Optional[str] = None, torch_bin: bool = False) -> str:
-    """Write ``source`` to the new folder ``output`` in the hub layout; returns a summary."""
+def _export_decoder(source: str, output: str, config, state, architecture: Optional[str],
+                    max_shard_bytes: Optional[int]) -> str:
+    from .hf_export import decoder_hub_config, write_decoder_folder
+
+    decoder_hub_config(config, architecture)   # a bad --architecture fails before any output exists
+    with atomic_directory(output) as tmp:
+        files = write_decoder_folder(tmp, config, state, architecture, max_shard_bytes)
+        artifact = os.path.join(source, VOCAB_COMPRESSION_DIR)
+        if os.path.isdir(artifact):
+            shutil.copytree(artifact, os.path.join(tmp, VOCAB_COMPRESSION_DIR))
+            files += f", {VOCAB_COMPRESSION_DIR}/ (the student's compressed vocabulary: map input ids through it)"
+    return (f"read {source}: decoder, {config.num_layers} layers, hidden {config.hidden_size}, "
+            f"{sum(v.numel() for v in state.values()):,} parameters, vocabulary {config.vocab_size}, {config.dtype}\n"
+            f"wrote {output}: {files}")
+
+
+def export_checkpoint(source: str, output: str, tag: Optional[str] = None, torch_bin: bool = False,
+                      architecture: Optional[str] = None, max_shard_bytes: Optional[int] = None) -> str:
+    """Write ``source`` to the new folder ``output`` in its family's hub layout; returns a summary.
+    ``architecture`` and ``max_shard_bytes`` apply to decoders (a HF class name; sharded safetensors)."""
     from safetensors.torch import save_file
 
     config, state = read_checkpoint(source, tag)
+    if os.path.exists(output) and (not os.path.isdir(output) or os.listdir(output)):
+        raise ConvertError(output, "already exists and is not empty; choose a new output directory")
+    if config.is_decoder:
+        if torch_bin:
+            raise ConvertError(source, "--torch-bin is for GLM exports; a decoder is written as safetensors")
+        return _export_decoder(source, output, config, state, architecture, max_shard_bytes)
+    if architecture or max_shard_bytes:
+        raise ConvertError(source, "is a GLM checkpoint: --architecture and --max-shard-size apply to decoders")
     if config.ffn_size != 4 * config.hidden_size:
         raise ConvertError(source, f"has ffn_hidden_size={config.ffn_size}; GLM's layout fixes it at 4 x hidden_size")
     if getattr(config, "embedding_size", None):
         raise ConvertError(source, f"has a factorised word embedding (embedding_size={config.embedding_size}), "
                                    "which GLM's layout has no place for")
     glm_state = glmd_to_glm(state, config)
-    if os.path.exists(output) and (not os.path.isdir(output) or os.listdir(output)):
-        raise ConvertError(output, "already exists and is not empty; choose a new output directory")
     with atomic_directory(output) as tmp:
         save_file(glm_state, os.path.join(tmp, "model.safetensors"), metadata={"format": "pt"})
         if torch_bin:

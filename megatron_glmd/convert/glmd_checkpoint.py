@@ -6,18 +6,22 @@ On disk (the files :func:`megatron_glmd.checkpoint.checkpointing.load_stage_weig
     SAVE_DIR/config.yaml                 a run configuration: mode, model (every ModelConfig field), parallel
     SAVE_DIR/latest                      the tag of the checkpoint
     SAVE_DIR/<tag>/layer_{stage:02d}-model_{tp_rank:02d}-model_states.pt
-                                         {"student.<GLMStage parameter name>": tensor}, global layer indices
+                                         {"student.<stage parameter name>": tensor}, global layer indices
     SAVE_DIR/vocab_compression/          a compressed student's vocabulary-compression artifact (its
                                          rows are the artifact's kept ids; inputs map through its token_map)
 
-In memory the state dict is the unsplit (TP = 1, PP = 1) model under GLMStage's names, without the
-``student.`` prefix, with exactly ``vocab_size`` word-embedding rows. Which tensors a stage holds
-and along which dimension a TP rank's slice is cut are read off a GLMStage built on the ``meta``
-device (:func:`stage_parameter_names`, :func:`full_shapes`), so this module follows the model and
-its pipeline partition instead of restating them. The vocabulary padding of a file is
-``pad_vocab_size(vocab_size, tp)`` (a multiple of 128·TP); padded rows are written as zeros and
-dropped on reading. The fused ``attention.qkv`` rows are laid out [head, q|k|v, head_dim], so a
-contiguous split by rows gives each TP rank whole heads: no re-ordering is needed between TP sizes.
+In memory the state dict is the unsplit (TP = 1, PP = 1) model under the stage's names (GLMStage or
+DecoderStage, by ``model.architecture``), without the ``student.`` prefix, with exactly
+``vocab_size`` rows in each vocabulary matrix (the word embedding, a decoder's untied ``lm_head``).
+Which tensors a stage holds and along which dimension a TP rank's slice is cut are read off a stage
+built on the ``meta`` device (:func:`stage_parameter_names`, :func:`full_shapes`), so this module
+follows the model and its pipeline partition instead of restating them. The vocabulary padding of a
+file is ``pad_vocab_size(vocab_size, tp)`` (a multiple of 128·TP); padded rows are written as zeros
+and dropped on reading. Fused rows are laid out so that a contiguous split gives each TP rank whole
+heads (GLM's ``attention.qkv`` [head, q|k|v, head_dim], a decoder's ``attention.key_value``
+[kv_head, k|v, head_dim]) or matching units (``mlp.gate_up`` [ffn, gate|up]): no re-ordering is
+needed between TP sizes. A parameter that splits into whole units only (``tp_units``, a decoder's
+KV heads) is written whole to every rank when TP does not divide its units.
 
 Files are read with ``torch.load(weights_only=True)``: no pickled code runs. Optimizer state is
 neither read nor written.
@@ -43,6 +47,7 @@ VOCAB_COMPRESSION_DIR = "vocab_compression"
 DEFAULT_TAG = "iter_0000000"
 PREFIX = "student."
 EMBEDDING = "word_embeddings.weight"
+VOCAB_ROWS = (EMBEDDING, "lm_head")      # parameters with one row per vocabulary id (padded per TP)
 _LAYER_FILE = re.compile(r"layer_(\d+)-model_(\d+)-model_states\.pt")
 
 StateDict = Dict[str, torch.Tensor]
@@ -56,9 +61,9 @@ def layer_file(stage: int, tp_rank: int) -> str:
 def _meta_stage(config: ModelConfig, pp: int, pp_rank: int, layer_range: Optional[Tuple[int, int]] = None):
     """The stage a run builds, without memory. With ``layer_range=None`` the model's own pipeline
     partition chooses the layers (the one place this module decides a layer range)."""
-    from ..model import GLMStage
+    from ..model import build_stage
 
-    return GLMStage(config, pp_rank=pp_rank, pp_size=pp, layer_range=layer_range, device="meta")
+    return build_stage(config, pp_rank=pp_rank, pp_size=pp, layer_range=layer_range, device="meta")
 
 
 def stage_parameter_names(config: ModelConfig, pp: int, pp_rank: int,
@@ -67,14 +72,19 @@ def stage_parameter_names(config: ModelConfig, pp: int, pp_rank: int,
     return list(_meta_stage(config, pp, pp_rank, layer_range).state_dict())
 
 
-def full_shapes(config: ModelConfig) -> Dict[str, Tuple[Tuple[int, ...], Optional[int]]]:
-    """``name -> (unsplit shape, TP split dimension or None)``; the embedding has ``vocab_size`` rows."""
+def full_shapes(config: ModelConfig, tp: int = 1) -> Dict[str, Tuple[Tuple[int, ...], Optional[int]]]:
+    """``name -> (unsplit shape, TP split dimension at TP=tp, or None)``; vocabulary matrices have
+    ``vocab_size`` rows. A parameter that splits into ``tp_units`` whole units is not split (None)
+    when ``tp`` does not divide them."""
     shapes = {}
     for name, param in _meta_stage(config, 1, 0).named_parameters():
         shape = list(param.shape)
-        if name == EMBEDDING:
+        if name in VOCAB_ROWS:
             shape[0] = config.vocab_size
-        shapes[name] = (tuple(shape), getattr(param, "tp_shard", (None,))[0])
+        split_dim = getattr(param, "tp_shard", (None,))[0]
+        if getattr(param, "tp_units", None) and param.tp_units % tp:
+            split_dim = None
+        shapes[name] = (tuple(shape), split_dim)
     return shapes
 
 
@@ -83,7 +93,7 @@ def check_state_dict(config: ModelConfig, state: StateDict, where: str) -> None:
     shapes = full_shapes(config)
     for name in state:
         if name not in shapes:
-            raise ConvertError(where, f"unexpected key {name!r} (not a parameter of this GLM)")
+            raise ConvertError(where, f"unexpected key {name!r} (not a parameter of this {config.architecture} model)")
     for name, (shape, _) in shapes.items():
         if name not in state:
             raise ConvertError(where, f"missing key {name!r}")
@@ -96,7 +106,7 @@ def split_for_tp(config: ModelConfig, name: str, tensor: torch.Tensor, split_dim
     """The ``tp`` slices of an unsplit tensor, as TP ranks 0..tp-1 hold them (each its own storage)."""
     if split_dim is None:
         return [tensor.clone() for _ in range(tp)]
-    if name == EMBEDDING:
+    if name in VOCAB_ROWS:
         padded = tensor.new_zeros((pad_vocab_size(config.vocab_size, tp), tensor.shape[1]))
         padded[:config.vocab_size] = tensor
         tensor = padded
@@ -108,7 +118,7 @@ def merge_tp(config: ModelConfig, name: str, shards: List[torch.Tensor], split_d
     if split_dim is None:
         return shards[0]
     merged = torch.cat(shards, dim=split_dim)
-    return merged[:config.vocab_size] if name == EMBEDDING else merged
+    return merged[:config.vocab_size] if name in VOCAB_ROWS else merged
 
 
 def _config_text(config: ModelConfig, tp: int, pp: int) -> str:
@@ -140,7 +150,7 @@ def write_checkpoint(save_dir: str, model_config: ModelConfig, state_dict: State
         os.makedirs(os.path.join(tmp, tag))
         with open(os.path.join(tmp, CONFIG_FILE), "w", encoding="utf-8") as f:
             f.write(_config_text(model_config, tp, pp))
-        shapes = full_shapes(model_config)
+        shapes = full_shapes(model_config, tp)
         for stage in range(pp):
             names = stage_parameter_names(model_config, pp, stage, layer_ranges[stage] if layer_ranges else None)
             files: List[StateDict] = [{} for _ in range(tp)]
@@ -199,7 +209,7 @@ def read_checkpoint(save_dir: str, tag: Optional[str] = None) -> Tuple[ModelConf
     extra = sorted(f"layer {s}, TP rank {r}" for s, r in found if int(s) >= pp or int(r) >= tp)
     if extra:
         raise ConvertError(folder, f"holds files for {extra[0]}, but config.yaml says TP={tp}, PP={pp}")
-    shapes = full_shapes(config)
+    shapes = full_shapes(config, tp)
     # Any pipeline partition: each parameter is held by exactly one stage's files, except the tied
     # word embedding (and its factorisation), which the last stage of a PP > 1 run holds a copy of.
     tied = set(stage_parameter_names(config, pp, 0)) & set(stage_parameter_names(config, pp, pp - 1))
@@ -230,7 +240,7 @@ def read_checkpoint(save_dir: str, tag: Optional[str] = None) -> Tuple[ModelConf
 
 def _shard_shape(config: ModelConfig, name: str, full: Tuple[Tuple[int, ...], Optional[int]], tp: int):
     shape, split_dim = list(full[0]), full[1]
-    if name == EMBEDDING:
+    if name in VOCAB_ROWS:
         shape[0] = pad_vocab_size(config.vocab_size, tp)
     if split_dim is not None:
         shape[split_dim] //= tp

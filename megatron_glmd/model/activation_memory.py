@@ -11,6 +11,14 @@ Recomputation in Large Transformer Models", §4.1, 34·sbh + 5·a·s²·b split 
 
     A_layer = s·b·h·(10 + 24/t + 5·a·s/(h·t))
 
+A decoder layer (grouped-query attention, ``kv_r`` KV heads of width d computed per TP rank, SwiGLU
+of width f; no dropout masks when dropout is off, counted anyway as an upper bound) keeps its two
+RMSNorm inputs and the inputs of Q|K|V and of the MLP (replicated, 2·4 bytes per h), two dropout
+masks (2 bytes per h), Q and the attention context (2·2·h/t), K and V after rotation (2·2·kv_r·d),
+gate, up, SiLU(gate) and their product (4·2·f/t), and the scores as GLM::
+
+    A_layer = s·b·(10·h + 4·h/t + 4·kv_r·d + 8·f/t + 5·a·s/t)
+
 Student, stage k, 1F1B schedule: stage k holds n_k = min(p − k, m) micro-batches in flight
 (warm-up depth). Per in-flight micro-batch it keeps, with per-layer checkpointing, each layer's
 input (the only tensor a checkpoint saves), the boolean attention mask the checkpoints share,
@@ -36,7 +44,7 @@ from __future__ import annotations
 from typing import Optional, Tuple
 
 from ..config import ModelConfig
-from .glm import stage_layer_range
+from .common import stage_layer_range
 
 BYTES_16BIT = 2
 
@@ -44,6 +52,9 @@ BYTES_16BIT = 2
 def layer_activation_bytes(config: ModelConfig, seq: int, micro_batch: int, tp: int) -> float:
     """A_layer: everything one layer keeps for its backward pass, per TP rank."""
     s, b, h, a = seq, micro_batch, config.hidden_size, config.num_attention_heads
+    if config.is_decoder:
+        kv_width = config.local_kv_heads(tp) * config.head_dim
+        return s * b * (10 * h + 4 * h / tp + 4 * kv_width + 8 * config.ffn_size / tp + 5 * a * s / tp)
     return s * b * h * (10 + 24 / tp + 5 * a * s / (h * tp))
 
 
@@ -77,7 +88,11 @@ def student_activation_bytes(config: ModelConfig, seq: int, micro_batch: int, tp
 def teacher_forward_bytes(config: ModelConfig, seq: int, micro_batch: int, tp: int, last_stage: bool) -> float:
     """Transient peak of the teacher's forward pass in one layer (plus its logits on the last stage)."""
     s, b, h, a = seq, micro_batch, config.hidden_size, config.num_attention_heads
-    peak = s * b * (4 * h + (6 + 2 + 16) * h / tp + 4 * a * s / tp)
+    if config.is_decoder:   # input, norm output, Q, K|V, scores + probabilities, context, gate|up, SiLU·up
+        kv_width = config.local_kv_heads(tp) * config.head_dim
+        peak = s * b * (4 * h + (2 + 2) * h / tp + 4 * kv_width + 4 * a * s / tp + (4 + 2) * config.ffn_size / tp)
+    else:
+        peak = s * b * (4 * h + (6 + 2 + 16) * h / tp + 4 * a * s / tp)
     if last_stage:
         peak += BYTES_16BIT * s * b * config.padded_vocab_size(tp) // tp
     return peak

@@ -1,4 +1,5 @@
-"""Matmul FLOPs of GLM per token: one layer, the logits, a training step, one pipeline stage.
+"""Matmul FLOPs per token of GLM and the decoder family: one layer, the logits, a training step, one
+pipeline stage.
 
 Only matrix multiplications are counted, 2 FLOPs per multiply-add (Narayanan et al. 2021,
 "Efficient Large-Scale Language Model Training on GPU Clusters Using Megatron-LM", appendix).
@@ -11,7 +12,16 @@ Per token, with h hidden, f the MLP width, s the sequence length, V the padded v
                          2·h·E + 2·E·V with a factorised embedding of width E (``embedding_size``,
                          "+al"), whose E → h projection also costs 2·E·h in the first stage's embedding
 
-LayerNorms, GeLU, softmax, dropout, the embedding look-ups and the loss are elementwise and not
+A decoder layer (grouped-query attention with ``kv`` heads of width ``d``, SwiGLU of width f) is
+
+    one layer, forward   2·h·h (Q) + 2·h·2·kv·d (K, V) + 4·s·h (scores, values) + 2·h·h (output)
+                         + 2·3·h·f (gate, up, down)  =  4h² + 4h·kv·d + 6hf + 4sh
+
+with the scores counted over all s keys as for GLM (a fused causal kernel skips about half of them).
+Its logits cost 2·h·V, tied or not. A replicated KV head (TP a multiple of kv) is computed once per
+rank, which the per-token totals here (all TP ranks together) count once.
+
+Norms, GeLU/SiLU, rotary embeddings, softmax, dropout, the embedding look-ups and the loss are elementwise and not
 counted. A backward pass costs twice its forward. Per-layer activation checkpointing runs each
 student transformer layer's forward once more during backward (the embeddings and the logits
 are not recomputed). The teacher runs forward only.
@@ -33,8 +43,11 @@ BACKWARD_FACTOR = 2   # a backward pass: gradients of the inputs and of the weig
 
 
 def layer_forward_flops(config: ModelConfig, seq_length: int) -> int:
-    """Forward matmul FLOPs of one transformer layer per token: 8h² + 4hf + 4sh."""
+    """Forward matmul FLOPs of one transformer layer per token: 8h² + 4hf + 4sh (GLM),
+    4h² + 4h·kv·d + 6hf + 4sh (decoder)."""
     h, f = config.hidden_size, config.ffn_size
+    if config.is_decoder:
+        return 4 * h * h + 4 * h * config.num_key_value_heads * config.head_dim + 6 * h * f + 4 * seq_length * h
     return 8 * h * h + 4 * h * f + 4 * seq_length * h
 
 

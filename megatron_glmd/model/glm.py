@@ -27,21 +27,9 @@ from ..parallel.layers import VocabParallelEmbedding, initialize_parameters, mar
 from ..parallel.mappings import copy_to_tp, group_size
 from ..parallel.random import checkpoint
 from .attention_mask import glm_attention_mask
+from .common import TORCH_DTYPES, stage_layer_range  # noqa: F401 - stage_layer_range is re-exported
 from .norm import layer_norm
 from .transformer import GLMBlock
-
-TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def stage_layer_range(num_layers: int, pp_size: int, pp_rank: int) -> Tuple[int, int]:
-    """Global layer indices ``[start, end)`` of a stage; earlier stages take the remainder."""
-    if not 0 <= pp_rank < pp_size:
-        raise ValueError(f"pipeline rank {pp_rank} outside [0, {pp_size})")
-    if pp_size > num_layers:
-        raise ValueError(f"pipeline-parallel size {pp_size} exceeds num_layers {num_layers}")
-    base, extra = divmod(num_layers, pp_size)
-    start = pp_rank * base + min(pp_rank, extra)
-    return start, start + base + (1 if pp_rank < extra else 0)
 
 
 class GLMStage(nn.Module):

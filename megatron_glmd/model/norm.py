@@ -1,4 +1,5 @@
-"""LayerNorm: apex's fused kernel when apex is importable and a GPU is present, torch's otherwise."""
+"""Norms: GLM's LayerNorm (apex's fused kernel when apex is importable and a GPU is present, torch's
+otherwise) and the decoder family's RMSNorm."""
 from __future__ import annotations
 
 import torch
@@ -24,3 +25,21 @@ def layer_norm(hidden_size: int, eps: float, dtype=None, device=None) -> nn.Modu
     mark_parameter(norm.weight, ("ones",))
     mark_parameter(norm.bias, ("zeros",))
     return norm
+
+
+class RMSNorm(nn.Module):
+    """Root-mean-square norm of the decoder family: ``w · x / sqrt(mean(x²) + eps)``.
+
+    Computed in fp32 and cast back before the weight multiplies, as the Llama/Qwen2 reference
+    implementations do, so that imported bf16 models keep their released numerics.
+    """
+
+    def __init__(self, hidden_size: int, eps: float, dtype=None, device=None):
+        super().__init__()
+        self.eps = eps
+        self.weight = mark_parameter(nn.Parameter(torch.empty(hidden_size, dtype=dtype, device=device)), ("ones",))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x32 = x.float()
+        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * x32.to(x.dtype)

@@ -1,7 +1,8 @@
-"""Parameter counts and training-memory estimates of a GLM layout, from the config alone.
+"""Parameter counts and training-memory estimates of a GLM or decoder layout, from the config alone.
 
-The counts mirror the shapes :class:`~megatron_glmd.model.GLMStage` builds (tests check them
-against built models), so large presets can be sized without allocating them.
+The counts mirror the shapes :class:`~megatron_glmd.model.GLMStage` and
+:class:`~megatron_glmd.model.DecoderStage` build (tests check them against built models), so large
+presets can be sized without allocating them.
 """
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
 
 from ..config import ModelConfig
-from .glm import stage_layer_range
+from .common import stage_layer_range
 
 GiB = 1024 ** 3
 BYTES_BF16_WEIGHT = 2
@@ -17,7 +18,20 @@ BYTES_BF16_GRAD = 2
 BYTES_FP32_MASTER_AND_ADAM = 12  # fp32 master weights + Adam first and second moments
 
 
+def decoder_layer_parameter_count(config: ModelConfig, tp_size: int = 1) -> int:
+    """Q, K|V (a 1/TP share, or all KV heads replicated when TP does not divide them), output
+    projection, SwiGLU (gate, up, down), two RMSNorms; biases on Q, K, V with ``qkv_bias``."""
+    h, f, t, d = config.hidden_size, config.ffn_size, tp_size, config.head_dim
+    kv = config.num_key_value_heads
+    q_rows = config.num_attention_heads * d // t
+    kv_rows = 2 * d * (kv // t if kv % t == 0 else kv)
+    bias = q_rows + kv_rows if config.qkv_bias else 0
+    return (q_rows + kv_rows) * h + bias + h * q_rows + 3 * h * (f // t) + 2 * h
+
+
 def layer_parameter_count(config: ModelConfig, tp_size: int = 1) -> int:
+    if config.is_decoder:
+        return decoder_layer_parameter_count(config, tp_size)
     h, f, t = config.hidden_size, config.ffn_size, tp_size
     qkv = 3 * h // t * h + 3 * h // t
     dense = h * (h // t) + h
@@ -36,6 +50,13 @@ def stage_parameter_count(config: ModelConfig, tp_size: int, pp_size: int, pp_ra
     h = config.hidden_size
     start, end = layer_range or stage_layer_range(config.num_layers, pp_size, pp_rank)
     count = (end - start) * layer_parameter_count(config, tp_size)
+    if config.is_decoder:   # no position tables; a final RMSNorm; the head tied (copied when PP > 1) or not
+        table = config.padded_vocab_size(tp_size) // tp_size * h
+        if pp_rank == 0:
+            count += table
+        if pp_rank == pp_size - 1:
+            count += h + (table if not config.tie_word_embeddings or pp_size > 1 else 0)
+        return count
     # The vocab-parallel table, V/TP × h, or V/TP × E and the replicated E → h projection (+al).
     width = config.embedding_size or h
     word_embeddings = config.padded_vocab_size(tp_size) // tp_size * width
