@@ -6,12 +6,14 @@ student (K rows) reads mapped ids and its logits are its K real columns; a full-
 reads the ids unmapped and its logits are gathered at ``kept_ids``. Then, per held-out sample:
 
 - ``kl``: KL(teacher ‖ student) at τ = 1 over the kept tokens, per valid (non-pad) token;
-- ``student_loss``: blank-infilling cross-entropy at the mapped targets (student rows), per target;
+- ``student_loss``: the cross-entropy at the mapped targets (student rows), per target: GLM's
+  blank-infilling targets, a decoder's next tokens;
 - ``targets_outside_kept``: the share of targets whose id is not kept (the map changed it).
 
 A compressed run's own evaluation (:meth:`megatron_glmd.engine.trainer.Trainer.evaluate`)
 computes the same three figures for its student, on shards; the tests compare the two. This one
-runs the models unsplit at TP = 1 in fp64 softmaxes: for the small models of the quickstart.
+runs the models unsplit at TP = 1 in fp64 softmaxes: for the small models of the quickstart, of
+either family (a decoder teacher with an untied ``lm_head`` decodes with the artifact's rows of it).
 """
 from __future__ import annotations
 
@@ -20,23 +22,31 @@ from typing import Dict, Tuple
 import torch
 import torch.nn.functional as F
 
-from ..convert.glmd_checkpoint import EMBEDDING, read_checkpoint
+from ..convert.glmd_checkpoint import VOCAB_ROWS, read_checkpoint
 from ..data.loader import collate
-from ..model import GLMStage
+from ..model import build_stage
 from ..model.attention_mask import valid_token_mask
 from .artifact import load_artifact
 
 
-def load_model(save_dir: str) -> Tuple[GLMStage, int]:
-    """The model of a checkpoint at TP = 1, PP = 1 in eval mode, and its number of parameters
-    (real vocabulary rows only)."""
+def load_model(save_dir: str) -> Tuple[torch.nn.Module, int]:
+    """The model of a checkpoint (GLMStage or DecoderStage) at TP = 1, PP = 1 in eval mode, and its
+    number of parameters (real vocabulary rows only)."""
     config, state = read_checkpoint(save_dir)
     parameters = sum(t.numel() for t in state.values())
-    rows = state[EMBEDDING]
-    state[EMBEDDING] = torch.cat([rows, rows.new_zeros(config.padded_vocab_size() - rows.shape[0], rows.shape[1])])
-    model = GLMStage(config).eval()
+    for name in VOCAB_ROWS:
+        if name in state:
+            rows = state[name]
+            state[name] = torch.cat([rows, rows.new_zeros(config.padded_vocab_size() - rows.shape[0], rows.shape[1])])
+    model = build_stage(config).eval()
     model.load_state_dict(state)
     return model, parameters
+
+
+def _logits(model: torch.nn.Module, ids: torch.Tensor, batch: dict) -> torch.Tensor:
+    if model.config.is_decoder:
+        return model(ids, batch["position_ids"], batch["length"])
+    return model(ids, batch["position_ids"], batch["sep"], batch["length"])
 
 
 @torch.no_grad()
@@ -53,12 +63,12 @@ def kept_token_metrics(student_dir: str, teacher_dir: str, artifact_dir: str, da
     totals = torch.zeros(5, dtype=torch.float64)       # kl, cross-entropy, valid, targets, outside
     for start in range(0, min(num_samples, len(dataset)), batch_size):
         b = collate([dataset[i] for i in range(start, min(start + batch_size, num_samples, len(dataset)))])
-        ids, positions, sep, length = b["input_ids"], b["position_ids"], b["sep"], b["length"]
-        teacher_logp = F.log_softmax(teacher(ids, positions, sep, length)[..., :k].double(), dim=-1)
-        student_logits = student(rows[ids] if compressed else ids, positions, sep, length)
+        ids = b["input_ids"]
+        teacher_logp = F.log_softmax(_logits(teacher, ids, b)[..., :k].double(), dim=-1)
+        student_logits = _logits(student, rows[ids] if compressed else ids, b)
         student_logits = student_logits[..., :k] if compressed else student_logits[..., vc.kept_ids]
         student_logp = F.log_softmax(student_logits.double(), dim=-1)
-        valid = valid_token_mask(length, ids.shape[1])
+        valid = valid_token_mask(b["length"], ids.shape[1])
         kl = (teacher_logp.exp() * (teacher_logp - student_logp)).sum(-1)
         targets, is_target = b["target_ids"], b["loss_mask"] > 0
         ce = -student_logp.gather(-1, rows[targets].unsqueeze(-1)).squeeze(-1)

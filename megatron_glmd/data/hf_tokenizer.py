@@ -113,3 +113,31 @@ class HFTokenizer:
 
     def tokens(self) -> List[str]:
         return [self._tok.id_to_token(i) for i in range(self.vocab_size)]
+
+
+def train_byte_level_bpe(texts: Iterable[str], vocab_size: int, path: str,
+                         special_tokens: Sequence[str] = ("<|endoftext|>",)):
+    """Train a GPT-2-style byte-level BPE with Hugging Face ``tokenizers`` on ``texts`` and write it
+    to ``path`` as a ``tokenizer.json`` (atomically); returns the ``tokenizers.Tokenizer``.
+
+    ``special_tokens`` take the first ids (the default's ``<|endoftext|>`` is the EOD that
+    :class:`HFTokenizer` looks for; a Llama-3 style file: ``("<|begin_of_text|>", "<|end_of_text|>")``).
+    All 256 byte symbols are in the vocabulary whatever the text, so any string encodes without an
+    unknown token: the vocabulary holds ``len(special_tokens) + 256`` ids at least.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    from ..atomic_io import atomic_write_text
+
+    floor = len(special_tokens) + len(pre_tokenizers.ByteLevel.alphabet())
+    if vocab_size < floor:
+        raise DataError(f"vocab size {vocab_size} is below the {floor} ids of the special tokens and the byte "
+                        "alphabet")
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(special_tokens), show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(texts, trainer)
+    atomic_write_text(os.fspath(path), tok.to_str())
+    return tok
