@@ -12,14 +12,15 @@ import os
 from typing import List, Tuple
 
 
-def count_frequencies(workdir: str, log=print) -> str:
-    """``workdir/data/frequencies.tsv``: the training split's token counts and the vocabulary ranking."""
+def count_frequencies(workdir: str, tokenizer_model: str, tokenizer_type: str, log=print) -> str:
+    """``workdir/data/frequencies.tsv``: the training split's token counts and the vocabulary ranking
+    (ids of the tokenizer ``tokenizer_model`` of type ``tokenizer_type``)."""
     from ..compress.ranking import rank_vocabulary, special_token_ids
     from ..data.tokenizer import load_tokenizer
     from ..data.vocab_frequency import count_token_ids, write_frequency_tsv
 
     data = os.path.join(workdir, "data")
-    tokenizer = load_tokenizer(os.path.join(data, "tokenizer.model"))
+    tokenizer = load_tokenizer(tokenizer_model, tokenizer_type)
     result = count_token_ids([os.path.join(data, "train")], tokenizer.vocab_size, progress=False)
     specials = special_token_ids(tokenizer)
     path = os.path.join(data, "frequencies.tsv")
@@ -32,7 +33,9 @@ def count_frequencies(workdir: str, log=print) -> str:
 
 def slice_teacher(workdir: str, teacher_dir: str, frequencies: str, ratio: float, student_width: int,
                   log=print) -> str:
-    """The artifact ``workdir/vocab_r<R>`` of the teacher's word embedding (inner-product map)."""
+    """The artifact ``workdir/vocab_r<R>`` of the teacher's word embedding (inner-product map); an
+    untied decoder teacher's sliced matrix is its output layer's rows (``lm_head``), as
+    tools/slice_embeddings.py writes it."""
     from ..compress.artifact import write_artifact
     from ..compress.slicing import compress_vocabulary, kept_ids_for
     from ..convert.glmd_checkpoint import EMBEDDING, read_checkpoint
@@ -42,7 +45,7 @@ def slice_teacher(workdir: str, teacher_dir: str, frequencies: str, ratio: float
     kept = kept_ids_for(table, ratio=ratio)
     _, state = read_checkpoint(teacher_dir)
     artifact = compress_vocabulary(state[EMBEDDING], table, kept, mapping="inner", ratio=ratio,
-                                   student_width=student_width, progress=False)
+                                   student_width=student_width, progress=False, output_matrix=state.get("lm_head"))
     artifact.summary["sources"] = {"teacher": teacher_dir, "frequency_table": frequencies}
     path = write_artifact(os.path.join(workdir, f"vocab_r{ratio:g}"), artifact, overwrite=True)
     s = artifact.summary
@@ -60,10 +63,11 @@ def compare(students: List[Tuple[str, str]], teacher_dir: str, artifact: str, va
             for label, path in students]
 
 
-def print_comparison(rows: List[Tuple[str, dict]], ratio: float, kept: int, vocab: int) -> None:
+def print_comparison(rows: List[Tuple[str, dict]], ratio: float, kept: int, vocab: int,
+                     loss_name: str = "blank-infilling loss") -> None:
     print(f"vocabulary compression, r_v = {ratio:g}: K = {kept} of {vocab} ids (held-out, over the kept tokens;"
           " losses at the mapped targets)")
-    print(f"  {'model':<38}{'parameters':>12}{'KL to teacher':>16}{'blank-infilling loss':>22}"
+    print(f"  {'model':<38}{'parameters':>12}{'KL to teacher':>16}{loss_name:>22}"
           f"{'targets outside K':>19}")
     for label, m in rows:
         print(f"  {label:<38}{m['parameters']:>12,}{m['kl']:>16.4f}{m['student_loss']:>22.4f}"
