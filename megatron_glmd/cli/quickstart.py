@@ -29,6 +29,7 @@ import time
 
 from ..config import ConfigError
 from ..data.errors import DataError
+from ..data.hf_tokenizer import BYTE_ALPHABET
 from .quickstart_compress import print_comparison
 
 
@@ -144,6 +145,10 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.compress_vocab is not None and not 0 < args.compress_vocab <= 1:
         print(f"error: --compress-vocab: r_v must be in (0, 1], got {args.compress_vocab}", file=sys.stderr)
+        return 2
+    if args.architecture == "decoder" and args.vocab_size < BYTE_ALPHABET + 1:
+        print(f"error: --vocab-size: a byte-level BPE needs at least {BYTE_ALPHABET + 1} ids (every byte and "
+              f"<|endoftext|>), got {args.vocab_size}", file=sys.stderr)
         return 2
     workdir, seq, batch = os.path.abspath(args.workdir), args.seq_length, args.batch_size
     start = time.perf_counter()

@@ -33,6 +33,7 @@ EOD_NAMES = ("<|end_of_text|>", "<|endoftext|>", "</s>", "<eos>")
 BOS_NAMES = ("<|begin_of_text|>", "<s>", "<bos>")
 PAD_NAMES = ("<pad>", "<|pad|>", "[PAD]")
 UNK_NAMES = ("<unk>",)
+BYTE_ALPHABET = 256     # a byte-level BPE's base symbols, one per byte value
 
 
 def tokenizer_json_path(path: str) -> str:
@@ -129,7 +130,7 @@ def train_byte_level_bpe(texts: Iterable[str], vocab_size: int, path: str,
 
     from ..atomic_io import atomic_write_text
 
-    floor = len(special_tokens) + len(pre_tokenizers.ByteLevel.alphabet())
+    floor = len(special_tokens) + BYTE_ALPHABET
     if vocab_size < floor:
         raise DataError(f"vocab size {vocab_size} is below the {floor} ids of the special tokens and the byte "
                         "alphabet")

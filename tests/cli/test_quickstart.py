@@ -126,3 +126,13 @@ def test_decoder_quickstart_runs_the_whole_story(tmp_path):
     _, state = read_checkpoint(str(workdir / "teacher"))
     assert torch.equal(vc.teacher_output_weight, state["lm_head"][vc.kept_ids])
     assert configs["student_compressed"]["model"]["vocab_size"] == 512
+
+
+def test_decoder_quickstart_refuses_a_vocabulary_below_the_byte_alphabet(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "megatron_glmd.cli.quickstart", "--architecture", "decoder",
+                           "--workdir", str(tmp_path / "qs"), "--vocab-size", "200"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == ["error: --vocab-size: a byte-level BPE needs at least 257 ids "
+                                                "(every byte and <|endoftext|>), got 200"]
+    assert not (tmp_path / "qs").exists()
