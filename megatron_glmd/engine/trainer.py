@@ -26,15 +26,15 @@ from ..model.partition import run_partition
 from ..parallel.grid import ParallelGrid
 from ..parallel.layers import initialize_parameters
 from ..parallel.random import model_parallel_seed
-from . import checkpointing as ckpt
-from .checkpoint_checks import check_run_checkpoints
-from .elastic import load_engine_checkpoint
-from .engine import build_engine, engine_device, init_distributed, pipeline_item
+from ..checkpoint import checkpointing as ckpt
+from ..checkpoint.checks import check_run_checkpoints
+from ..checkpoint.elastic import load_engine_checkpoint
+from .deepspeed_setup import build_engine, engine_device, init_distributed, pipeline_item
 from .metrics import RunLogger, TrainingDiverged, default_peak_tflops, nonfinite_parts, throughput
-from .objective import EVAL_FIELDS, Objective
+from ..distill.objective import EVAL_FIELDS, Objective
 from .pipeline import build_pipeline
-from .safe_load import CheckpointError
-from .vocab_compression import keep_copy, prepare_run
+from ..checkpoint.safe_load import CheckpointError
+from ..distill.vocab_compression import keep_copy, prepare_run
 
 
 class Trainer:

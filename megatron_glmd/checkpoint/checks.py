@@ -16,7 +16,7 @@ from ..config.stage2 import TEACHER_MODES
 from ..model.partition import run_partition
 from . import checkpointing as ckpt
 from .elastic import check_dp_change
-from .vocab_compression import check_teacher
+from ..distill.vocab_compression import check_teacher
 
 
 def check_compatible(saved: RunConfig, current: RunConfig, save_dir: str, what: str) -> None:
