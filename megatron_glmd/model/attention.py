@@ -156,6 +156,14 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: AttentionMas
     if mask.path != "sdpa":
         raise ValueError("attend() needs a prepared mask: call AttentionMask.prepare(path) first")
     if dropout_p > 0:
-        with get_rng_tracker().fork():
-            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask.dense, dropout_p=dropout_p, enable_gqa=gqa)
+        return _sdpa_with_dropout(q, k, v, mask.dense, dropout_p, gqa)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask.dense, enable_gqa=gqa)
+
+
+@torch.compiler.disable
+def _sdpa_with_dropout(q, k, v, dense, dropout_p: float, gqa: bool):
+    """SDPA with its dropout drawn on the tracker's per-TP-rank stream. Swapping generator states is
+    not traceable, so a compiled layer breaks its graph here (one clean break instead of dynamo's
+    three inside the context manager) and this runs eagerly, drawing exactly eager's masks."""
+    with get_rng_tracker().fork():
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=dense, dropout_p=dropout_p, enable_gqa=gqa)

@@ -11,6 +11,13 @@ measured by tools/benchmarks/bench_layer_compile.py).
 from __future__ import annotations
 
 from ..config.model import COMPILE_SETTINGS
+from .attention import describe_attention
+
+# Static shapes (a run's micro-batch and sequence are fixed); ``fallback_random``: dropout inside a
+# compiled layer draws from torch's generator through the eager operators, so a compiled layer
+# drops exactly what the eager one drops (equal losses, recompute replays) instead of drawing
+# from inductor's own Philox stream.
+COMPILE_KWARGS = {"dynamic": False, "options": {"fallback_random": True}}
 
 
 def compile_layers_on(setting: str, device_type: str) -> bool:
@@ -20,3 +27,11 @@ def compile_layers_on(setting: str, device_type: str) -> bool:
     if setting == "auto":
         return device_type == "cuda"
     return setting == "on"
+
+
+def describe_kernels(config, device_type: str) -> str:
+    """The run's log line: which attention path training and evaluation take, and whether the
+    layers are compiled (``config`` is a ModelConfig; the teacher takes the run's settings)."""
+    layers = "compiled" if compile_layers_on(config.compile, device_type) else "eager"
+    return (f"{describe_attention(config.attention, config.attention_dropout, device_type)}; "
+            f"layers {layers} (model.compile {config.compile})")

@@ -27,7 +27,7 @@ from ..parallel.layers import VocabParallelEmbedding, initialize_parameters, mar
 from ..parallel.mappings import copy_to_tp, group_size
 from ..parallel.random import checkpoint
 from .attention import AttentionMask, attention_path
-from .compile import compile_layers_on
+from .compile import COMPILE_KWARGS, compile_layers_on
 from .norm import layer_norm
 from .transformer import GLMBlock
 
@@ -139,7 +139,7 @@ class GLMStage(nn.Module):
             self._compile_decided = True
             if compile_layers_on(self.config.compile, device_type):
                 for layer in self.layers.values():
-                    layer.compile(dynamic=False)
+                    layer.compile(**COMPILE_KWARGS)
         dropout = self.training and self.config.attention_dropout > 0
         return mask.prepare(attention_path(self.config.attention, dropout_active=dropout, device_type=device_type,
                                            needs_grad=torch.is_grad_enabled()))
