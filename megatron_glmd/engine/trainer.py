@@ -21,6 +21,7 @@ import torch.distributed as dist
 from ..config import ConfigError, RunConfig
 from ..config.deepspeed import deepspeed_config
 from ..data.loader import DataParallelLoader
+from ..model.compile import describe_kernels
 from ..model.flops import training_flops_per_token
 from ..model.partition import run_partition
 from ..parallel.grid import ParallelGrid
@@ -61,6 +62,7 @@ class Trainer:
         self.deepspeed_config = deepspeed_config(cfg, self.dp)
         self.gas = cfg.train.accumulation_steps(self.dp)
         self.device = engine_device()
+        self.log(describe_kernels(cfg.model, self.device.type))
         model_parallel_seed(cfg.train.seed, tp_rank=self.grid.tp_rank, pp_rank=self.grid.pp_rank)
 
         self.student_config = cfg.model.replace(checkpoint_activations=cfg.train.checkpoint_activations, dtype="fp32")
