@@ -22,7 +22,7 @@ from _common import machine, median, save  # noqa: F401  (machine: recorded by s
 import torch
 
 from megatron_glmd.config import preset
-from megatron_glmd.distill.pipeline import DistillStage
+from megatron_glmd.engine.pipeline import DistillStage
 from megatron_glmd.model.attention import AttentionMask
 from megatron_glmd.model.op_count import count_layer_ops
 from megatron_glmd.model.partition import StageLayers
