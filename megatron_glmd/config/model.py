@@ -208,6 +208,8 @@ def from_dict(values: Dict[str, Any], *, where: str = "") -> ModelConfig:
         if preset_name not in PRESETS:
             raise ConfigError(f"{prefix}unknown preset {preset_name!r}; choose from {', '.join(PRESETS)}")
         values = {**PRESETS[preset_name], **values}
+    if isinstance(values.get("compile"), bool):      # YAML's `compile: true` / `false`
+        values["compile"] = "on" if values["compile"] else "off"
     try:
         return dataclass_from_dict(ModelConfig, values, where=prefix)
     except ConfigError as e:   # __post_init__'s checks do not know the file
