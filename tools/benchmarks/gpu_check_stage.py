@@ -31,7 +31,7 @@ import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository
 RUN_CONFIG = os.path.join(ROOT, "launch", "configs", "distill_10b_2b.yaml")
-SLICE_OVERRIDES = ["parallel.tp=1"]
+SLICE_OVERRIDES = ["parallel.tp=1", "train.checkpoint_activations=true"]   # the slice: with recompute
 FUSED_ATTENTION = re.compile(r"flash|fmha|mem_eff|efficient|cudnn.*(sdpa|attn|attention)|sdpa", re.I)
 SYNC_EVENT = re.compile(r"(Context|Stream|Event|Device) Sync")   # host waits, not GPU work, if recorded
 ATTENTION_LIKE = re.compile(r"flash|fmha|mem_eff|efficient|sdpa|attn|attention|softmax", re.I)
@@ -61,7 +61,7 @@ def planned_bytes(cfg, student, teacher, layers, dp) -> dict:
     from megatron_glmd.model.activation_memory import student_activation_bytes
     from megatron_glmd.model.size import BYTES_BF16_GRAD, BYTES_BF16_WEIGHT
     from megatron_glmd.plan.memory import stage_memory
-    full = stage_memory(cfg, teacher, layers, 0, dp)
+    full = stage_memory(cfg, teacher, layers, 0, dp, cfg.train.checkpoint_activations)
     activations = student_activation_bytes(
         student, cfg.data.seq_length, cfg.train.micro_batch_size, cfg.parallel.tp, cfg.parallel.pp, 0, 1,
         cfg.train.checkpoint_activations, teacher_hidden=teacher.hidden_size, layer_range=layers.student)
