@@ -28,7 +28,7 @@ from ..config import ModelConfig
 from ..model import GLMStage
 from ..model.partition import StageLayers
 from ..parallel.grid import ParallelGrid
-from .intermediate import AddAuxiliaryGradient, IntermediateLayerLoss, stage_pairs
+from ..distill.intermediate import AddAuxiliaryGradient, IntermediateLayerLoss, stage_pairs
 from ..model.attention_mask import valid_token_mask
 
 # DeepSpeed wants a gradient back for every floating-point tensor a stage receives, so the frozen

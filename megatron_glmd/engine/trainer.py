@@ -27,15 +27,17 @@ from ..model.partition import run_partition
 from ..parallel.grid import ParallelGrid
 from ..parallel.layers import initialize_parameters
 from ..parallel.random import model_parallel_seed
-from . import checkpointing as ckpt
-from .checkpoint_checks import check_run_checkpoints
-from .elastic import load_engine_checkpoint
-from .engine import build_engine, engine_device, init_distributed, pipeline_item
+from ..plan.checkpointing import AUTO
+from ..plan.hardware import Hardware
+from ..checkpoint import checkpointing as ckpt
+from ..checkpoint.checks import check_run_checkpoints, resolve_auto_checkpointing
+from ..checkpoint.elastic import load_engine_checkpoint
+from .deepspeed_setup import build_engine, device_memory_gib, engine_device, init_distributed, pipeline_item
 from .metrics import RunLogger, TrainingDiverged, default_peak_tflops, nonfinite_parts, throughput
-from .objective import EVAL_FIELDS, Objective
+from ..distill.objective import EVAL_FIELDS, Objective
 from .pipeline import build_pipeline
-from .safe_load import CheckpointError
-from .vocab_compression import keep_copy, prepare_run
+from ..checkpoint.safe_load import CheckpointError
+from ..distill.vocab_compression import keep_copy, prepare_run
 
 
 class Trainer:
@@ -56,6 +58,12 @@ class Trainer:
         self.log = self.logger.log
         if compression_note:
             self.log(compression_note)
+        if cfg.train.checkpoint_activations == AUTO:   # the planner's decision for this layout and device
+            dp = world // (cfg.parallel.tp * cfg.parallel.pp)
+            self.cfg, why = resolve_auto_checkpointing(cfg, self.teacher_config, dp, device_memory_gib(),
+                                                       Hardware().reserve_gib)
+            cfg = self.cfg
+            self.log(why)
         self.train_data, self.valid_data = train_data, valid_data
         self.grid = ParallelGrid.build(tp_size=cfg.parallel.tp, pp_size=cfg.parallel.pp)
         self.dp = self.grid.dp_size
