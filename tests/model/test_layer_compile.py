@@ -11,7 +11,7 @@ import torch
 from torch._dynamo.utils import counters
 
 from megatron_glmd.config import ConfigError, preset
-from megatron_glmd.distill.pipeline import DistillStage
+from megatron_glmd.engine.pipeline import DistillStage
 from megatron_glmd.model.compile import compile_layers_on, describe_kernels
 from megatron_glmd.model.op_count import count_layer_ops
 from megatron_glmd.model.partition import StageLayers

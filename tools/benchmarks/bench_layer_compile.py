@@ -26,7 +26,7 @@ from _common import median, save
 import torch
 
 from megatron_glmd.config import preset
-from megatron_glmd.distill.pipeline import DistillStage
+from megatron_glmd.engine.pipeline import DistillStage
 from megatron_glmd.model.attention import AttentionMask
 from megatron_glmd.model.compile import COMPILE_KWARGS
 from megatron_glmd.model.op_count import count_layer_ops
