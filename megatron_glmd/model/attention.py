@@ -121,6 +121,13 @@ def _mask_mod(sep: torch.Tensor, length: torch.Tensor, document: Optional[torch.
     return mask_mod
 
 
+def document_ids(tokens: torch.Tensor, eod_id: int) -> torch.Tensor:
+    """Per-token document index ``[b, s]`` of packed documents: an EOD token ends (and belongs to)
+    its document, the next token starts the next one. For :meth:`AttentionMask.causal`."""
+    is_eod = (tokens == eod_id).long()
+    return is_eod.cumsum(dim=-1) - is_eod
+
+
 _compiled_flex = None
 
 

@@ -15,6 +15,7 @@ two backward, and two again in a recompute).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 from torch.profiler import ProfilerActivity, profile
@@ -73,12 +74,13 @@ def _count(fn, device_type: str) -> int:
 
 
 def count_layer_ops(config: ModelConfig, *, seq_length: int, micro_batch: int = 1, compiled: bool = False,
-                    device: str = "cpu") -> LayerOps:
+                    device: str = "cpu", compile_options: Optional[dict] = None) -> LayerOps:
     """Kernels of one :class:`GLMBlock` of ``config`` (its dtype, dropouts and attention setting) at
     ``micro_batch x seq_length``, training, eager or compiled as by ``model.compile: on``.
 
-    ``recompute`` is what per-layer activation checkpointing adds to the backward pass. Global RNG
-    state (torch's and the TP tracker's) is restored afterwards.
+    ``recompute`` is what per-layer activation checkpointing adds to the backward pass;
+    ``compile_options`` override inductor options of ``model.compile`` (e.g. ``fallback_random``).
+    Global RNG state (torch's and the TP tracker's) is restored afterwards.
     """
     device_type = torch.device(device).type
     tracker = get_rng_tracker()
@@ -87,16 +89,16 @@ def count_layer_ops(config: ModelConfig, *, seq_length: int, micro_batch: int = 
         if TP_RNG not in tracker.states:
             tracker.add(TP_RNG, 0)
         try:
-            return _count_layer(config, seq_length, micro_batch, compiled, device, device_type)
+            return _count_layer(config, seq_length, micro_batch, compiled, device, device_type, compile_options or {})
         finally:
             tracker.set_states(saved_tracker)
 
 
-def _count_layer(config, seq_length, micro_batch, compiled, device, device_type) -> LayerOps:
+def _count_layer(config, seq_length, micro_batch, compiled, device, device_type, compile_options) -> LayerOps:
     dtype = TORCH_DTYPES[config.dtype]
     layer = GLMBlock(config, None, dtype=dtype, device=device).train()
     if compiled:
-        options = {**COMPILE_KWARGS["options"], "cpp.enable_kernel_profile": True}
+        options = {**COMPILE_KWARGS["options"], **compile_options, "cpp.enable_kernel_profile": True}
         layer.compile(**{**COMPILE_KWARGS, "options": options})
     sep = torch.full((micro_batch,), seq_length // 2, device=device)
     length = torch.full((micro_batch,), seq_length, device=device)

@@ -13,7 +13,7 @@ import torch
 
 from megatron_glmd.config import ConfigError, from_dict
 from megatron_glmd.model import GLMStage, glm_attention_mask
-from megatron_glmd.model.attention import AttentionMask, attend, attention_path, describe_attention
+from megatron_glmd.model.attention import AttentionMask, attend, attention_path, describe_attention, document_ids
 from megatron_glmd.parallel import ParallelGrid, gather_from_tp, model_parallel_seed
 from tests.distributed import run_distributed
 from tests.model.helpers import glm_batch, tiny_config
@@ -44,8 +44,10 @@ def test_glm_mask_equals_the_blank_infilling_formula():
 
 
 def test_document_mask_is_causal_within_each_document():
-    s = 11
-    document = torch.tensor([[0, 0, 0, 1, 1, 2, 2, 2, 2, 3, 3], [0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1]])
+    s, eod = 11, 9
+    tokens = torch.tensor([[5, 6, eod, 7, eod, 1, 2, 3, eod, 4, 4], [1, 1, 1, 1, 1, eod, 2, 2, 2, eod, 0]])
+    document = document_ids(tokens, eod)
+    assert document.tolist() == [[0, 0, 0, 1, 1, 2, 2, 2, 2, 3, 3], [0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 2]]
     length = torch.tensor([11, 8])
     dense = AttentionMask.causal(length, s, document).materialise()
     for b in range(2):
