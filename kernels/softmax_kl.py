@@ -7,9 +7,11 @@ over the global vocabulary, where each rank of `group` holds a `[N, V_r]` shard 
 (s) and teacher (t) logits. The teacher is a constant. Per-row statistics are combined with one
 all-gather (`softmax_kl_stats`); the gradient needs no communication.
 
-Dispatch (`backend_name`): the Triton kernels for CUDA tensors and for CPU tensors when triton
-was imported under `TRITON_INTERPRET=1`; the chunked PyTorch path for other CPU tensors and for
-fp64 inputs (a reference dtype, e.g. for gradcheck) on any device. Both share one contract.
+Dispatch (`backend_name`): the Triton kernels for CUDA tensors (an error if triton cannot be
+imported, unless GLMD_SOFTMAX_KL_BACKEND=torch) and for CPU tensors when triton was imported
+under `TRITON_INTERPRET=1`; the chunked PyTorch path for other CPU tensors, for fp64 inputs (a
+reference dtype, e.g. for gradcheck) on any device, and everywhere under
+GLMD_SOFTMAX_KL_BACKEND=torch. Both share one contract (`softmax_kl_stats`).
 
 The gradient is computed in backward, not written during forward as Liger-Kernel does: forward
 reads both inputs once (statistics), backward reads them again and writes the gradient with the
@@ -32,21 +34,49 @@ _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 _REDUCTIONS = ("none", "sum", "mean")
 
 
+BACKEND_ENV = "GLMD_SOFTMAX_KL_BACKEND"
+_BACKEND_CHOICES = ("auto", "torch")
+
+
+def _import_triton_path():
+    from . import softmax_kl_triton
+    return softmax_kl_triton
+
+
 def backend_name(student_logits: torch.Tensor, teacher_logits: torch.Tensor | None = None) -> str:
-    """"triton" or "torch": the path `softmax_kl` takes for these inputs."""
+    """"triton" or "torch": the path `softmax_kl` takes for these inputs (see `select_backend`)."""
     tensors = [student_logits] + ([teacher_logits] if teacher_logits is not None else [])
-    if any(x.dtype == torch.float64 for x in tensors):
+    return select_backend(student_logits.device.type,
+                          any(x.dtype == torch.float64 for x in tensors))
+
+
+def select_backend(device_type: str, fp64: bool, import_triton=_import_triton_path) -> str:
+    """fp64 inputs: torch. CPU tensors: torch, or triton when triton was first imported under
+    TRITON_INTERPRET=1. CUDA tensors: triton, and an ImportError naming the package when triton
+    cannot be imported: the chunked PyTorch path launches a dozen small kernels per chunk, and
+    falling back to it silently would make a GPU run slow without saying so. The environment
+    variable GLMD_SOFTMAX_KL_BACKEND=torch selects the PyTorch path everywhere (the explicit
+    opt-out); unset or "auto": the above.
+    """
+    requested = os.environ.get(BACKEND_ENV, "").strip().lower() or "auto"
+    if requested not in _BACKEND_CHOICES:
+        raise ValueError(f"{BACKEND_ENV}: {requested!r} is not one of {_BACKEND_CHOICES}")
+    on_cpu = device_type == "cpu"
+    if requested == "torch" or fp64:
         return "torch"
-    on_cpu = student_logits.device.type == "cpu"
-    if not (student_logits.is_cuda
-            or on_cpu and os.environ.get("TRITON_INTERPRET", "0") == "1"):
+    if not (device_type == "cuda" or on_cpu and os.environ.get("TRITON_INTERPRET", "0") == "1"):
         return "torch"
     try:
-        from . import softmax_kl_triton
-    except ImportError:  # no triton on this platform
-        return "torch"
+        module = import_triton()
+    except ImportError as e:
+        if on_cpu:
+            return "torch"
+        raise ImportError(
+            f"triton: softmax_kl on CUDA tensors needs the 'triton' package, which cannot be "
+            f"imported ({e}); install it, or set {BACKEND_ENV}=torch to use the slower "
+            f"chunked PyTorch path") from e
     if on_cpu:  # triton decides interpret mode when the kernels are defined (at that import)
-        return "triton" if softmax_kl_triton.INTERPRETED else "torch"
+        return "triton" if module.INTERPRETED else "torch"
     return "triton"
 
 
@@ -65,7 +95,7 @@ class SoftmaxKLFunction(torch.autograd.Function):
                 backend):
         impl = _backend(backend)
         stats = impl.row_stats(student, teacher, keep, vocab_end, tau)
-        kl, lse_s, lse_t = softmax_kl_stats.combine(softmax_kl_stats.gather(stats, group))
+        kl, lse_s, lse_t = softmax_kl_stats.combine(softmax_kl_stats.gather(stats, group), tau)
         per_row = kl * (tau * tau if scale_by_t2 else 1.0)
         count = None
         if keep is not None:

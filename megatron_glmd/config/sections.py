@@ -164,6 +164,7 @@ class LoggingConfig:
     tensorboard_dir: Optional[str] = None
     progress_bar: bool = True
     peak_tflops_per_device: Optional[float] = None  # for MFU; default 312 (A100 bf16) on GPU, none on CPU
+    verbose: bool = False            # True: DeepSpeed's own log lines and prints too (engine/quiet.py)
 
     def validate(self, has_validation_data: bool) -> "LoggingConfig":
         _at_least("logging.log_interval", self.log_interval, 1)

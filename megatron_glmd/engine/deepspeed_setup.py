@@ -16,6 +16,7 @@ import torch.distributed as dist
 
 from ..config import RunConfig
 from ..distill.objective import LABEL_KEYS
+from .quiet import deepspeed_prints
 
 INPUT_KEYS = ("input_ids", "position_ids", "sep", "length")   # what the first stage reads
 
@@ -50,7 +51,8 @@ def init_distributed() -> None:
     for var, default in (("MASTER_ADDR", "127.0.0.1"), ("MASTER_PORT", "29500"), ("RANK", "0"),
                          ("WORLD_SIZE", "1"), ("LOCAL_RANK", "0")):
         os.environ.setdefault(var, default)
-    deepspeed.init_distributed(dist_backend=dist.get_backend() if dist.is_initialized() else backend)
+    with deepspeed_prints():     # its CPU communication op says it was built
+        deepspeed.init_distributed(dist_backend=dist.get_backend() if dist.is_initialized() else backend)
 
 
 def build_engine(cfg: RunConfig, pipe, trained_modules, ds_config: dict):

@@ -36,6 +36,7 @@ from .deepspeed_setup import build_engine, device_memory_gib, engine_device, ini
 from .metrics import RunLogger, TrainingDiverged, default_peak_tflops, nonfinite_parts, throughput
 from ..distill.objective import EVAL_FIELDS, Objective
 from .pipeline import build_pipeline
+from .quiet import set_verbose
 from ..checkpoint.safe_load import CheckpointError
 from ..distill.vocab_compression import keep_copy, prepare_run
 
@@ -53,6 +54,7 @@ class Trainer:
         self.cfg, self.compression, compression_note = prepare_run(self.cfg)
         cfg = self.cfg
         self.teacher_config = check_run_checkpoints(cfg, self.compression)
+        set_verbose(cfg.logging.verbose)     # before DeepSpeed is imported: its import logs a warning
         init_distributed()
         self.logger = RunLogger(log, dist.get_rank() == 0, cfg.logging.tensorboard_dir)
         self.log = self.logger.log

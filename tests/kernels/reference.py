@@ -4,6 +4,8 @@ Computed in fp64 with autograd, independently of the kernels' sharded statistics
 """
 from __future__ import annotations
 
+import math
+
 import torch
 
 
@@ -41,8 +43,25 @@ def shard(full: torch.Tensor, rank: int, world: int, width: int, pad_value: floa
     return out, vocab_end
 
 
-def assert_close_grad(actual, expected, rtol):
-    """Elementwise |a - e| <= rtol · (|e| + max|e|): relative to the gradient's scale."""
+def assert_close_grad(actual, expected, rtol, atol=0.0):
+    """Elementwise |a - e| <= rtol · (|e| + max|e|) + atol: relative to the gradient's scale."""
     actual = actual.to(torch.float64)
     scale = float(expected.abs().max()) if expected.numel() else 0.0
-    torch.testing.assert_close(actual, expected, rtol=rtol, atol=rtol * scale)
+    torch.testing.assert_close(actual, expected, rtol=rtol, atol=rtol * scale + atol)
+
+
+def grad_atol(student, teacher, tau, coef_max):
+    """Absolute error bound of coef · tau · (p_s - p_t) from fp32 logits.
+
+    Each p = exp(x/tau - lse) is evaluated from an argument with an absolute error of a few ulps
+    of |x/tau| + |lse| <= 2 M + log V (M the largest finite |logit| / tau): a relative error of
+    p up to 4 eps (2 M + log V) (two roundings, base-2 conversions). It dominates rtol · max|g|
+    only for large logits (1e4 here: fp32 logits of 1e4 carry 5e-4 themselves) or where
+    p_s ~ p_t (a student near its teacher).
+    """
+    s, t = student.double(), teacher.double()
+    finite = torch.cat([s[torch.isfinite(s)], t[torch.isfinite(t)]])
+    m = float(finite.abs().max()) / tau if finite.numel() else 0.0
+    p_max = max(float(torch.softmax(x / tau, dim=-1).nan_to_num().max()) for x in (s, t))
+    eps = torch.finfo(torch.float32).eps
+    return 4 * eps * (2 * m + math.log(s.shape[-1])) * tau * coef_max * p_max
