@@ -35,3 +35,13 @@ def describe_kernels(config, device_type: str) -> str:
     layers = "compiled" if compile_layers_on(config.compile, device_type) else "eager"
     return (f"{describe_attention(config.attention, config.attention_dropout, device_type)}; "
             f"layers {layers} (model.compile {config.compile})")
+
+
+
+def kernels_note(run_config, device_type: str) -> str:
+    """:func:`describe_kernels` for a run's log (``run_config`` a RunConfig) when it set
+    ``model.attention`` or ``model.compile`` explicitly (flex may fall back to SDPA) or
+    ``logging.verbose``; "" for a run on ``auto`` (it stays quiet)."""
+    model = run_config.model
+    explicit = model.attention != "auto" or model.compile != "auto"
+    return describe_kernels(model, device_type) if run_config.logging.verbose or explicit else ""

@@ -7,13 +7,15 @@ one compiled stage. Tolerance: the compiled layer reorders fp32 sums (fused Laye
 residual kernels; flex's online softmax) on logits of magnitude <= 1 and gradients <= 0.12, which
 moves them by a few ulps (measured <= 1.8e-7 and 5.2e-8 here) against the issue's bound 1e-5.
 """
+from types import SimpleNamespace
+
 import pytest
 import torch
 from torch._dynamo.utils import counters
 
 from megatron_glmd.config import ConfigError, preset
 from megatron_glmd.engine.pipeline import DistillStage
-from megatron_glmd.model.compile import compile_layers_on, describe_kernels
+from megatron_glmd.model.compile import compile_layers_on, describe_kernels, kernels_note
 from megatron_glmd.model.op_count import count_layer_ops
 from megatron_glmd.model.partition import StageLayers
 from megatron_glmd.parallel import ParallelGrid, initialize_parameters, model_parallel_seed
@@ -27,6 +29,12 @@ def test_compile_setting():
     assert compile_layers_on("on", "cpu") and not compile_layers_on("off", "cuda")
     assert describe_kernels(preset("tiny-student"), "cpu") == (
         "attention auto on cpu: training sdpa, evaluation sdpa; layers eager (model.compile auto)")
+    run = lambda **model: SimpleNamespace(model=preset("tiny-student", **model),   # noqa: E731
+                                          logging=SimpleNamespace(verbose=False))
+    assert kernels_note(run(), "cuda") == ""                                        # auto: a quiet run
+    assert kernels_note(run(compile=True), "cuda") == (
+        "attention auto on cuda: training sdpa (attention_dropout 0.1: flex has no dropout), evaluation flex; "
+        "layers compiled (model.compile on)")
     with pytest.raises(ConfigError, match="compile must be one of"):
         preset("tiny-student", compile="yes").validate()
 
