@@ -27,12 +27,10 @@ from ..model.partition import run_partition
 from ..parallel.grid import ParallelGrid
 from ..parallel.layers import initialize_parameters
 from ..parallel.random import model_parallel_seed
-from ..plan.checkpointing import AUTO
-from ..plan.hardware import Hardware
 from ..checkpoint import checkpointing as ckpt
 from ..checkpoint.checks import check_run_checkpoints, resolve_auto_checkpointing
 from ..checkpoint.elastic import load_engine_checkpoint
-from .deepspeed_setup import build_engine, device_memory_gib, engine_device, init_distributed, pipeline_item
+from .deepspeed_setup import build_engine, device_memory_gib, engine_device, init_distributed, input_keys, pipeline_item
 from .metrics import RunLogger, TrainingDiverged, default_peak_tflops, nonfinite_parts, throughput
 from ..distill.objective import EVAL_FIELDS, Objective
 from .pipeline import build_pipeline
@@ -60,11 +58,10 @@ class Trainer:
         self.log = self.logger.log
         for note in filter(None, (compression_note, kernels_note(cfg, engine_device().type))):
             self.log(note)
-        if cfg.train.checkpoint_activations == AUTO:   # the planner's decision for this layout and device
-            dp = world // (cfg.parallel.tp * cfg.parallel.pp)
-            self.cfg, why = resolve_auto_checkpointing(cfg, self.teacher_config, dp, device_memory_gib(),
-                                                       Hardware().reserve_gib)
-            cfg = self.cfg
+        # auto: the planner's decision for this layout and device (or the resumed checkpoint's)
+        self.cfg, why = resolve_auto_checkpointing(cfg, self.teacher_config, world, device_memory_gib())
+        cfg = self.cfg
+        if why:
             self.log(why)
         self.train_data, self.valid_data = train_data, valid_data
         self.grid = ParallelGrid.build(tp_size=cfg.parallel.tp, pp_size=cfg.parallel.pp)
@@ -119,12 +116,16 @@ class Trainer:
                                f"{len(loader.dataset)} samples, fewer than needed for the configured iterations "
                                f"x global batch {self.cfg.train.global_batch_size}") from None
 
+    def _items(self, batches):
+        """The pipeline's (inputs, labels) of each micro-batch, for this model family and objective."""
+        return iter([pipeline_item(b, self.objective.label_keys, input_keys(self.cfg.model)) for b in batches])
+
     def train_step(self) -> Dict[str, float]:
         batches = self._next_batches(self.train_loader, "training")
         loss_scale = float(getattr(self.engine.optimizer, "loss_scale", 1.0)) \
             if self.cfg.train.precision == "fp16" else 1.0
         self.stage.intermediate_scale = self.objective.begin_step(batches, loss_scale)
-        loss = self.engine.train_batch(iter([pipeline_item(b, self.objective.label_keys) for b in batches]))
+        loss = self.engine.train_batch(self._items(batches))
         self.iteration += 1
         out = {"loss": float(loss)}
         out.update({f"loss/{k}": float(v) for k, v in (self.engine.agg_additional_losses or {}).items()})
@@ -155,8 +156,7 @@ class Trainer:
             for _ in range(iterations):
                 batches = self._next_batches(loader, "evaluation")
                 self.engine.total_loss = self.engine.total_additional_losses = None  # left over from training
-                out = self.engine.eval_batch(iter([pipeline_item(b, self.objective.label_keys) for b in batches]),
-                                             bcast_loss=False)
+                out = self.engine.eval_batch(self._items(batches), bcast_loss=False)
                 result = torch.zeros(width, device=self.device)
                 if self.grid.is_last_stage:
                     result = out.to(self.device, torch.float32)
