@@ -29,6 +29,8 @@ DECODER_ONLY = {"num_key_value_heads": None, "rope_theta": 10000.0, "rope_scalin
                 "qkv_bias": False, "tie_word_embeddings": False}
 ROPE_SCALING_TYPES = ("default", "llama3")
 LLAMA3_ROPE_KEYS = ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")
+ATTENTION_SETTINGS = ("auto", "flex", "sdpa")  # model.attention (megatron_glmd.model.attention)
+COMPILE_SETTINGS = ("auto", "on", "off")       # model.compile; YAML true/false mean on/off
 
 
 def pad_vocab_size(vocab_size: int, tp_size: int, multiple: int = 128) -> int:
@@ -57,6 +59,8 @@ class ModelConfig:
     checkpoint_activations: bool = False
     dtype: str = "fp32"
     gelu: Optional[str] = None           # GLM: one of GELU_VARIANTS (default tanh); an import keeps its source's
+    attention: str = "auto"              # flex | sdpa | auto (flex on CUDA when no attention dropout is drawn)
+    compile: str = "auto"                # torch.compile each transformer layer: on | off | auto (on for CUDA)
     architecture: str = "glm"            # one of ARCHITECTURES; the fields below are the decoder's
     num_key_value_heads: Optional[int] = None    # grouped-query attention (default: num_attention_heads)
     rope_theta: Optional[float] = None           # default 10000
@@ -126,6 +130,11 @@ class ModelConfig:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
         if not self.is_decoder and self.gelu not in GELU_VARIANTS:
             raise ConfigError(f"gelu must be one of {', '.join(GELU_VARIANTS)}, got {self.gelu!r}")
+        if self.attention not in ATTENTION_SETTINGS:
+            raise ConfigError(f"attention must be one of {', '.join(ATTENTION_SETTINGS)}, got {self.attention!r}")
+        if self.compile not in COMPILE_SETTINGS:
+            raise ConfigError(f"compile must be one of {', '.join(COMPILE_SETTINGS)} (or true/false), "
+                              f"got {self.compile!r}")
         if self.dtype not in PRECISIONS:
             raise ConfigError(f"dtype must be one of {', '.join(PRECISIONS)}, got {self.dtype!r}")
         if self.hidden_size % self.num_attention_heads:
@@ -199,6 +208,8 @@ def from_dict(values: Dict[str, Any], *, where: str = "") -> ModelConfig:
         if preset_name not in PRESETS:
             raise ConfigError(f"{prefix}unknown preset {preset_name!r}; choose from {', '.join(PRESETS)}")
         values = {**PRESETS[preset_name], **values}
+    if isinstance(values.get("compile"), bool):      # YAML's `compile: true` / `false`
+        values["compile"] = "on" if values["compile"] else "off"
     try:
         return dataclass_from_dict(ModelConfig, values, where=prefix)
     except ConfigError as e:   # __post_init__'s checks do not know the file

@@ -27,22 +27,3 @@ def glm_attention_mask(sep: torch.Tensor, length: torch.Tensor, seq_len: int) ->
 def valid_token_mask(length: torch.Tensor, seq_len: int) -> torch.Tensor:
     """``[b, s]`` bool: True on the non-padding tokens of each sample (the keys the mask above shows)."""
     return torch.arange(seq_len, device=length.device).unsqueeze(0) < length.unsqueeze(1)
-
-
-def causal_document_mask(position_ids: torch.Tensor, length: torch.Tensor) -> torch.Tensor:
-    """The decoder family's boolean mask ``[b, 1, s, s]``, True where query i may attend to key j.
-
-    Causal (``j <= i``) within a document: a document starts wherever ``position_ids [b, s]`` is 0,
-    so documents packed into one sample never see each other. Keys at or beyond ``length [b]``
-    (padding) are hidden; a padding query sees itself only, so that no softmax row is empty.
-    """
-    if position_ids.dim() != 2 or length.dim() != 1 or length.shape[0] != position_ids.shape[0]:
-        raise ValueError(f"position_ids must be [batch, seq] and length [batch], got "
-                         f"{tuple(position_ids.shape)} and {tuple(length.shape)}")
-    seq_len = position_ids.shape[1]
-    document = torch.cumsum((position_ids == 0).to(torch.int32), dim=1)       # [b, s]
-    i = torch.arange(seq_len, device=position_ids.device).view(1, seq_len, 1)
-    j = torch.arange(seq_len, device=position_ids.device).view(1, 1, seq_len)
-    same = document.unsqueeze(2) == document.unsqueeze(1)
-    allowed = (j <= i) & same & (j < length.view(-1, 1, 1))
-    return (allowed | (i == j)).unsqueeze(1)

@@ -24,8 +24,8 @@ from ..config import ModelConfig
 from ..parallel.layers import VocabParallelEmbedding, initialize_parameters, mark_parameter
 from ..parallel.mappings import copy_to_tp, group_size
 from ..parallel.random import checkpoint
-from .attention_mask import causal_document_mask
-from .common import TORCH_DTYPES, stage_layer_range
+from .attention import AttentionMask
+from .common import TORCH_DTYPES, prepare_stage_attention, stage_layer_range
 from .decoder_layers import DecoderBlock
 from .norm import RMSNorm
 from .rope import inverse_frequencies, rotary_cos_sin
@@ -65,6 +65,7 @@ class DecoderStage(nn.Module):
         # fp32 rotary frequencies, from the config (never saved), one copy per device; not a buffer,
         # so that casting the module to bf16 cannot round them.
         self._inv_freq = {}
+        self._compile_decided = False     # model.compile is resolved on the device of the first batch
 
     def inv_freq(self, device: torch.device) -> torch.Tensor:
         if device not in self._inv_freq:
@@ -109,6 +110,12 @@ class DecoderStage(nn.Module):
         weight = self.output_matrix() if weight is None else weight
         return F.linear(copy_to_tp(self.final_norm(hidden), self.tp_group), weight)
 
+    def attention_mask(self, position_ids: torch.Tensor, length: torch.Tensor) -> AttentionMask:
+        """Causal within each document (a document starts where ``position_ids`` is 0), padding
+        hidden; prepared once for all of the stage's layers (:func:`.common.prepare_stage_attention`)."""
+        document = torch.cumsum((position_ids == 0).to(torch.int32), dim=1)
+        return prepare_stage_attention(self, AttentionMask.causal(length, position_ids.shape[1], document))
+
     def forward(self, inputs: torch.Tensor, position_ids: torch.Tensor, length: torch.Tensor) -> torch.Tensor:
         """First stage: ``inputs`` are token ids ``[b, s]``; other stages: hidden states ``[b, s, h]``.
         Returns hidden states, or vocab-parallel logits on the last stage."""
@@ -116,7 +123,7 @@ class DecoderStage(nn.Module):
             raise ValueError(f"position_ids must be [batch, seq] = {tuple(inputs.shape[:2])}, "
                              f"got {tuple(position_ids.shape)}")
         hidden = self.embed(inputs) if self.is_first else inputs
-        mask = causal_document_mask(position_ids, length)
+        mask = self.attention_mask(position_ids, length)
         cos, sin = rotary_cos_sin(position_ids, self.inv_freq(position_ids.device), hidden.dtype)
         recompute = self.config.checkpoint_activations and self.training and torch.is_grad_enabled()
         for layer in self.layers.values():

@@ -24,18 +24,9 @@ from torch import nn
 from ..config import ModelConfig
 from ..parallel.layers import ColumnParallelLinear, RowParallelLinear, mark_parameter
 from ..parallel.mappings import copy_to_tp, group_rank, group_size
-from ..parallel.random import get_rng_tracker
+from .attention import AttentionMask, attend
 from .norm import RMSNorm
 from .rope import apply_rotary
-
-
-def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor, dropout: float) -> torch.Tensor:
-    """The decoder's one call into fused attention: ``q [b, a, s, d]``, ``k, v [b, kv, s, d]`` (``kv``
-    divides ``a``), ``mask`` from :func:`~.attention_mask.causal_document_mask`."""
-    if dropout > 0:
-        with get_rng_tracker().fork():   # this rank's heads: the TP stream
-            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, enable_gqa=True)
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
 
 
 class GroupedQueryAttention(nn.Module):
@@ -77,7 +68,8 @@ class GroupedQueryAttention(nn.Module):
             bias = copy_to_tp(bias, self.tp_group)[self.kv_index * rows:(self.kv_index + 1) * rows]
         return F.linear(copy_to_tp(x, self.tp_group), weight, bias)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: AttentionMask, cos: torch.Tensor,
+                sin: torch.Tensor) -> torch.Tensor:
         b, s, _ = x.shape
         q = self.query(x).view(b, s, self.local_heads, self.head_dim).transpose(1, 2)
         kv = self._key_value(x).view(b, s, -1, 2, self.head_dim)
@@ -113,6 +105,7 @@ class DecoderBlock(nn.Module):
         self.mlp = SwiGLU(config, tp_group, dtype=dtype, device=device)
         self.hidden_dropout = nn.Dropout(config.hidden_dropout)  # replicated activations: shared stream
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: AttentionMask, cos: torch.Tensor,
+                sin: torch.Tensor) -> torch.Tensor:
         x = x + self.hidden_dropout(self.attention(self.input_norm(x), mask, cos, sin))
         return x + self.hidden_dropout(self.mlp(self.post_attention_norm(x)))

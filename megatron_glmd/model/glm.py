@@ -26,8 +26,8 @@ from ..config import ModelConfig
 from ..parallel.layers import VocabParallelEmbedding, initialize_parameters, mark_parameter
 from ..parallel.mappings import copy_to_tp, group_size
 from ..parallel.random import checkpoint
-from .attention_mask import glm_attention_mask
-from .common import TORCH_DTYPES, stage_layer_range  # noqa: F401 - stage_layer_range is re-exported
+from .attention import AttentionMask
+from .common import TORCH_DTYPES, prepare_stage_attention, stage_layer_range  # noqa: F401 - re-exported
 from .norm import layer_norm
 from .transformer import GLMBlock
 
@@ -67,6 +67,7 @@ class GLMStage(nn.Module):
                                      for i in range(*self.layer_range)})
         if self.is_last:
             self.final_layernorm = layer_norm(h, config.layernorm_epsilon, dtype=dtype, device=device)
+        self._compile_decided = False     # model.compile is resolved on the device of the first batch
 
     def init_weights(self, seed: int) -> "GLMStage":
         """Seeded init that depends only on (seed, global parameter name): TP- and PP-independent."""
@@ -115,12 +116,17 @@ class GLMStage(nn.Module):
         weight = getattr(self, "output_weight", None)
         return F.linear(copy_to_tp(hidden, self.tp_group), self.word_embeddings.weight if weight is None else weight)
 
+    def attention_mask(self, mask: AttentionMask) -> AttentionMask:
+        """This micro-batch's mask, prepared once for all of the stage's layers (and the layers
+        compiled on the first call if ``model.compile`` says so): :func:`.common.prepare_stage_attention`."""
+        return prepare_stage_attention(self, mask)
+
     def forward(self, inputs: torch.Tensor, position_ids: Optional[torch.Tensor], sep: torch.Tensor,
                 length: torch.Tensor) -> torch.Tensor:
         """First stage: ``inputs`` are token ids ``[b, s]``; other stages: hidden states ``[b, s, h]``.
         Returns hidden states, or vocab-parallel logits on the last stage."""
         hidden = self.embed(inputs, position_ids) if self.is_first else inputs
-        mask = glm_attention_mask(sep, length, hidden.shape[1])
+        mask = self.attention_mask(AttentionMask.glm(sep, length, hidden.shape[1]))
         recompute = self.config.checkpoint_activations and self.training and torch.is_grad_enabled()
         for layer in self.layers.values():
             hidden = checkpoint(layer, hidden, mask) if recompute else layer(hidden, mask)

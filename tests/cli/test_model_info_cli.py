@@ -48,3 +48,20 @@ def test_model_info_reports_bad_layout_without_traceback():
     assert proc.returncode == 2
     assert "error: tensor-parallel size 3 must divide num_attention_heads (32)" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+# The parameter counts the model cards publish (meta-llama/Meta-Llama-3-8B: 8.03 B, Llama-3.2-1B:
+# 1.24 B, Qwen/Qwen2.5-7B: 7.61 B, Qwen2.5-1.5B: 1.54 B); the exact integers are the sums of the
+# released safetensors' tensor sizes.
+@pytest.mark.parametrize("name,count", [("llama-3-8b", 8_030_261_248), ("llama-3.2-1b", 1_235_814_400),
+                                        ("qwen2.5-7b", 7_615_616_512), ("qwen2.5-1.5b", 1_543_714_304)])
+def test_decoder_presets_have_the_released_parameter_counts(capsys, name, count):
+    assert model_info(["--preset", name, "--tp", "2", "--seq-length", "1024"]) == 0
+    out = capsys.readouterr().out
+    assert f"total parameters: {count:,}" in out and "decoder" in out
+    # Stage rows at TP=2: each rank holds half of everything but the norms (replicated): hand-check llama-3-8b.
+    if name == "llama-3-8b":
+        h, f, v, kv, t = 4096, 14336, 128256, 8 * 128, 2
+        layer = (h * h // t + 2 * kv // t * h + h * h // t + 3 * h * f // t) + 2 * h
+        rows = [line.split() for line in out.splitlines() if line.strip()[:1].isdigit() and len(line.split()) == 8]
+        assert int(rows[0][3].replace(",", "")) == 32 * layer + 2 * v // t * h + h

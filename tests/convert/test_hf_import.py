@@ -11,7 +11,7 @@ import torch.distributed as dist
 
 from megatron_glmd.convert.glmd_checkpoint import read_model_config
 from megatron_glmd.convert.hf_import import convert_hf_checkpoint
-from megatron_glmd.distill.checkpointing import load_stage_weights
+from megatron_glmd.checkpoint.checkpointing import load_stage_weights
 from megatron_glmd.model import build_stage
 from megatron_glmd.model.size import stage_parameter_count
 from tests.convert.hf_reference import MODELS, batch, hf_logits, hf_model

@@ -8,7 +8,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from megatron_glmd.config import ConfigError, from_dict, preset
 from megatron_glmd.convert.hf_layout import hf_to_glmd
 from megatron_glmd.convert.hf_import import hf_model_config
-from megatron_glmd.model import DecoderStage, build_stage
+from megatron_glmd.model import AttentionMask, DecoderStage, build_stage
 from megatron_glmd.model.flops import layer_forward_flops
 from tests.convert.hf_reference import VOCAB, hf_logits, hf_model
 
@@ -16,8 +16,9 @@ DECODER = dict(architecture="decoder", num_layers=2, hidden_size=32, num_attenti
                vocab_size=100)
 
 
-def _stage_from_hf(model):
+def _stage_from_hf(model, attention="auto"):
     config = hf_model_config({**model.config.to_dict(), "architectures": [type(model).__name__]}, "config.json")
+    config = config.replace(attention=attention)
     stage = DecoderStage(config).eval()
     state = hf_to_glmd(dict(model.state_dict()), config, "state")
     padded = {k: torch.cat([v, v.new_zeros(stage.padded_vocab_size - v.shape[0], v.shape[1])])
@@ -26,10 +27,13 @@ def _stage_from_hf(model):
     return stage
 
 
+@pytest.mark.parametrize("attention", ["sdpa", "flex"])
 @pytest.mark.parametrize("name", ["llama-gqa2-llama3-untied", "qwen2-gqa1-bias-tied"])
-def test_packed_documents_equal_each_document_alone(name):
+def test_packed_documents_equal_each_document_alone(name, attention):
+    """Through both paths of the attention core (a FlexAttention block mask with document ids, and
+    SDPA with the materialised mask), grouped-query heads included."""
     model = hf_model(name, seed=3)
-    stage = _stage_from_hf(model)
+    stage = _stage_from_hf(model, attention)
     g = torch.Generator().manual_seed(5)
     docs = [torch.randint(0, VOCAB, (n,), generator=g) for n in (6, 4, 3)]
     ids = torch.cat(docs + [torch.zeros(3, dtype=torch.long)]).unsqueeze(0)       # 13 tokens + 3 padding
@@ -46,7 +50,7 @@ def test_packed_documents_equal_each_document_alone(name):
 def _naive_attend(q, k, v, mask, dropout):
     """Attention as plain matmuls (which the FLOP counter sees; torch's fused CPU kernel it does not)."""
     k, v = (t.repeat_interleave(q.shape[1] // t.shape[1], dim=1) for t in (k, v))
-    scores = (q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5).masked_fill(~mask, float("-inf"))
+    scores = (q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5).masked_fill(~mask.dense, float("-inf"))
     return scores.softmax(-1) @ v
 
 
@@ -59,7 +63,7 @@ def test_layer_flops_equal_the_flop_counter(kv, bias, monkeypatch):
     seq = 8
     x = torch.randn(1, seq, 32)
     cos, sin = torch.ones(1, 1, seq, 8), torch.zeros(1, 1, seq, 8)
-    mask = torch.ones(1, 1, seq, seq, dtype=torch.bool)
+    mask = AttentionMask.causal(torch.tensor([seq]), seq).prepare("sdpa")
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         layer(x, mask, cos, sin)
     assert counter.get_total_flops() == seq * layer_forward_flops(config, seq)
