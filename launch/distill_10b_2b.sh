@@ -9,32 +9,39 @@
 # FLOPs and time per micro-batch, per-GPU memory and whether it fits an A100-40GB, the modelled
 # step time, hours, MFU and HFU, and the exact srun command.
 #
-# Layout: TP=2, PP=5, DP=4, micro-batch 1. Why (glmd-launch-plan --rank, the planner's time model):
+# Layout: TP=2, PP=5, DP=4, micro-batch 1, activation checkpointing off (the config's
+# train.checkpoint_activations: auto; glmd-train decides the same from its GPUs' memory and logs it).
+# Why (glmd-launch-plan --rank, the planner's memory and time model):
 #   * 40 = TP x PP x DP. TP <= 8 keeps tensor parallelism inside a node (NVLink), and TP must divide
 #     both models' heads (64 and 32): TP in {1, 2, 4, 8}. DP must divide the global batch 64, so DP
 #     is a power of two too. The factor 5 of 40 can therefore only go into PP: PP in {5, 10, 20}.
-#   * Among the 53 such layouts (x micro-batch sizes) that fit an A100-40GB, the planner models
-#     each step as (m + p - 1) x the slowest stage (compute at 60% of peak, TP all-reduces on
-#     NVLink, pipeline sends on InfiniBand) plus the ZeRO-1 and tied-embedding reductions:
-#       rank  layout                 bubble  spread   step s   hours    MFU    HFU  peak GiB
-#          1  TP=2 PP=5 DP=4 mb=1     20.0%   +3.3%    0.257    10.7  32.8%  36.7%      8.32
-#          2  TP=2 PP=10 DP=2 mb=1    22.0%   +3.6%    0.266    11.1  31.6%  35.4%      6.95
-#          3  TP=4 PP=5 DP=2 mb=1     11.1%   +3.3%    0.278    11.6  30.3%  33.8%      6.67
-#          5  TP=1 PP=5 DP=8 mb=1     33.3%   +3.3%    0.287    11.9  29.4%  32.9%     11.65
-#     TP=2 PP=5 DP=4 beats TP=4 PP=5 DP=2 by 21.5 ms/step (7.7%): TP all-reduce -41.7 ms, bubble
-#     +18.1 ms, pipeline sends -14.1 ms. At a fixed global batch a GPU's all-reduce traffic grows
-#     with TP - 1 and its share of the pipeline sends with DP's micro-batch count, while the bubble
-#     shrinks only as 1/TP: TP=4 halves the bubble of TP=2 but pays more in communication than that
-#     saves; TP=1 (bubble 33%) pays more in bubble than TP=2 pays in all-reduces. PP=5 (one stage per
-#     node) beats PP=10 by 9.4 ms: a smaller bubble. The order holds with the latency at 5 or 20 us,
-#     NVLink at 150-400 GB/s, InfiniBand at 10-40 GB/s and 45-75% sustained matmul efficiency; the
-#     model leaves out that smaller TP shards run their GEMMs less efficiently, which favours TP=2
-#     over TP=4 further. (The paper's one-node run used MP=4, DP=2.) The teacher checkpoint must be
-#     at the run's TP: tools/convert_glm_checkpoint.py --tp 2.
-#   * Memory is not the constraint (about 4.3 GiB of model state and activations per GPU on the
-#     fullest stage; --dry-run prints the table), so micro-batch 1 costs nothing.
-#   * Layers are balanced by FLOPs (megatron_glmd/model/partition.py): whole layers allow no
-#     spread (max/mean - 1) below +3.27% at PP=5 (the old even split had +6.9%), see --dry-run.
+#   * Among the 106 plans (53 layouts x micro-batch sizes, each with checkpointing off and on) that
+#     fit an A100-40GB, the planner models each step as (m + p - 1) x the slowest stage (per
+#     micro-batch the larger of GPU time - compute at 60% of peak plus TP all-reduces on NVLink - and
+#     the host's kernel launches at 8 us each, plus pipeline sends on InfiniBand), then the tied-
+#     embedding all-reduce and DeepSpeed's DP reduction (an fp32 all-reduce of the gradients and a
+#     bf16 all-gather of the weights, as BF16_Optimizer does it):
+#       rank  layout                          auto  bubble  spread   step s   hours    MFU    HFU  peak GiB  launch
+#          1  TP=2 PP=5 DP=4 mb=1 ckpt=off       *   20.0%   +0.3%    0.236     9.8  35.8%  35.8%      9.83     0/5
+#          2  TP=2 PP=10 DP=2 mb=1 ckpt=off      *   22.0%   +0.3%    0.239    10.0  35.2%  35.2%      9.55    0/10
+#          3  TP=2 PP=5 DP=4 mb=1 ckpt=on            20.0%   +3.3%    0.260    10.8  32.4%  36.2%      9.66     0/5
+#          4  TP=1 PP=5 DP=8 mb=1 ckpt=off       *   33.3%   +0.3%    0.261    10.9  32.3%  32.3%     14.51     0/5
+#         12  TP=4 PP=5 DP=2 mb=1 ckpt=off       *   11.1%   +0.2%    0.288    12.0  29.2%  29.2%      7.49     1/5
+#     Checkpointing costs 24.7 ms/step here (compute -21.3 ms without it) and memory does not need it
+#     (9.83 GiB of 40 with the reserve), so auto turns it off. TP=4 halves TP=2's bubble but loses
+#     52.7 ms/step (launch wait -32.3 ms, TP all-reduce -29.1 ms, pipeline sends -14.1 ms): at TP=4 a
+#     stage's GPU time halves while the host's launches stay, and stage 1 turns launch-bound. TP=1
+#     (bubble 33%) pays more in bubble than TP=2 pays in all-reduces (25.2 ms/step). PP=5 (one stage
+#     per node) beats PP=10 by 3.6 ms: a smaller bubble. The first place holds with the latency at 5 or
+#     20 us, NVLink at 150-400 GB/s, InfiniBand at 10-40 GB/s, 45-75% sustained matmul efficiency and
+#     up to 13 us per launch (from 14 us TP=1 PP=5 DP=8 leads; compiled layers, model.compile, launch
+#     fewer kernels). The model leaves out that smaller TP shards run their GEMMs less efficiently,
+#     which favours TP=2 over TP=4 further. (The paper's one-node run used MP=4, DP=2.) The teacher
+#     checkpoint must be at the run's TP: tools/convert_glm_checkpoint.py --tp 2.
+#   * Memory is not the constraint (5.83 GiB of model state and activations on the fullest stage,
+#     9.83 GiB with the 4 GiB reserve; --dry-run prints the table), so micro-batch 1 costs nothing.
+#   * Layers are balanced by FLOPs (megatron_glmd/model/partition.py): +0.26% spread (max/mean - 1)
+#     at PP=5 without recompute; with it whole layers allow no less than +3.27%, see --dry-run.
 #
 # Requeue: Slurm sends USR1 to this shell 180 s before the time limit; the trap forwards it to
 # the srun step (srun passes it to every rank), glmd-train saves a checkpoint at the end of the

@@ -15,7 +15,9 @@ LEVELS = {
     "model": 2, "data": 2,
     "plan": 3, "convert": 3, "compress": 4, "tasks": 4,
     "distill": 5,
-    "cli": 7,
+    "checkpoint": 6,
+    "engine": 7,
+    "cli": 8,
 }
 MAX_LINES = 300
 

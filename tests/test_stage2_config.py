@@ -6,7 +6,7 @@ import yaml
 
 from megatron_glmd.config import ConfigError, run_config_from_dict
 from megatron_glmd.config.stage2 import SUPERGLUE_TASKS, resolve_schedule
-from megatron_glmd.distill.optim import cosine_lr
+from megatron_glmd.engine.optim import cosine_lr
 from megatron_glmd.tasks import TASKS
 
 

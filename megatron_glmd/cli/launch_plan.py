@@ -4,10 +4,12 @@
         --teacher-model glm-10b [--set section.key=value ...] [--rank [--top N]]
 
 Prints the layout, per-stage layer ranges of student and teacher (balanced by FLOPs), per-stage
-FLOPs and their spread, per-GPU memory per stage and whether the peak fits the GPU, the modelled
-step time (1F1B bubble, slowest stage, TP, pipeline and DP communication), hours, MFU and HFU.
-``--rank`` instead lists the feasible layouts of the same GPU count, fastest first, and says why
-the first beats the second. A layout that cannot run prints one ``error: ...`` line and exits 2.
+FLOPs and their spread, per-GPU memory per stage (DeepSpeed's optimizer state, activations, the DP
+reduction's transient) and whether the peak fits the GPU, the modelled step time (1F1B bubble,
+slowest stage, TP, pipeline and DP communication, host kernel launches: ``--launch-us``), hours, MFU
+and HFU; ``train.checkpoint_activations: auto`` is decided for the layout. ``--rank`` instead lists
+the feasible layouts of the same GPU count, each with checkpointing off and on, fastest first, and
+says why the first beats the second. A layout that cannot run prints one ``error: ...`` line and exits 2.
 The library is :mod:`megatron_glmd.plan`; the launch scripts in ``launch/`` call this first.
 """
 from __future__ import annotations
@@ -77,7 +79,8 @@ def main(argv=None) -> int:
             if not ranking.plans:
                 raise PlanError(f"no layout of {args.nodes} x {args.gpus_per_node} GPUs passes every check and "
                                 f"fits ({len(ranking.over_memory)} over memory, {len(ranking.refused)} refused)")
-            configured = (cfg.parallel.tp, cfg.parallel.pp, cfg.train.micro_batch_size)
+            configured = (cfg.parallel.tp, cfg.parallel.pp, cfg.train.micro_batch_size,
+                          cfg.train.checkpoint_activations)
             print(format_ranking(ranking, args.nodes, args.gpus_per_node, args.top, configured), flush=True)
             return 0
         check_layout(cfg, args.nodes, args.gpus_per_node)   # layout errors before the teacher's

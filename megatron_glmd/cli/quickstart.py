@@ -71,7 +71,7 @@ def prepare_data(workdir: str, vocab_size: int, log=print) -> None:
 def train_phase(values: dict, label: str, log=print):
     from ..distill.data import build_datasets
     from ..config import run_config_from_dict
-    from ..distill.trainer import Trainer
+    from ..engine.trainer import Trainer
 
     cfg = run_config_from_dict(values)
     train_data, valid_data = build_datasets(cfg)

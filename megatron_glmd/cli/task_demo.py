@@ -43,7 +43,7 @@ def _run(workdir: str, name: str, mode: str, init: str, epochs: float, lr: float
 def run_phase(values: dict, label: str, log=print) -> dict:
     """Train (unless the run is complete already) and score one phase; returns its metrics."""
     from ..config import run_config_from_dict
-    from ..distill.task_trainer import TaskTrainer
+    from ..engine.task_trainer import TaskTrainer
 
     start = time.perf_counter()
     trainer = TaskTrainer.from_config(run_config_from_dict(values), log=lambda *a, **k: None)

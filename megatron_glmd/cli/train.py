@@ -36,11 +36,11 @@ def main(argv=None) -> int:
     try:
         from ..distill.data import build_datasets
         from ..config import load_run_config
-        from ..distill.trainer import Trainer, TrainingDiverged
+        from ..engine.trainer import Trainer, TrainingDiverged
 
         cfg = load_run_config(args.config, args.set)
         if cfg.mode in TASK_MODES:
-            from ..distill.task_trainer import TaskTrainer
+            from ..engine.task_trainer import TaskTrainer
             trainer, valid_data = TaskTrainer.from_config(cfg), None
         else:
             train_data, valid_data = build_datasets(cfg)

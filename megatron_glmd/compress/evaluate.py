@@ -9,7 +9,7 @@ reads the ids unmapped and its logits are gathered at ``kept_ids``. Then, per he
 - ``student_loss``: blank-infilling cross-entropy at the mapped targets (student rows), per target;
 - ``targets_outside_kept``: the share of targets whose id is not kept (the map changed it).
 
-A compressed run's own evaluation (:meth:`megatron_glmd.distill.trainer.Trainer.evaluate`)
+A compressed run's own evaluation (:meth:`megatron_glmd.engine.trainer.Trainer.evaluate`)
 computes the same three figures for its student, on shards; the tests compare the two. This one
 runs the models unsplit at TP = 1 in fp64 softmaxes: for the small models of the quickstart.
 """

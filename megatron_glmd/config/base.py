@@ -34,6 +34,7 @@ def _check_type(name: str, value: Any, field_type: str, where: str) -> Any:
         # YAML 1.1 (PyYAML) reads 1e-3 -- no dot -- as a string: accept the number users mean.
         "float": lambda v: (isinstance(v, (int, float)) and not isinstance(v, bool)) or _is_number_text(v),
         "bool": lambda v: isinstance(v, bool),
+        "Union[bool, str]": lambda v: isinstance(v, (bool, str)),   # the section's validate() narrows the str
         "str": lambda v: isinstance(v, str),
         "List[str]": lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
     }

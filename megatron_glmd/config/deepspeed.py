@@ -1,6 +1,6 @@
 """The DeepSpeed configuration of a run: a pure function of the run configuration and its DP size.
 
-Here, at the bottom, so that the engine (megatron_glmd.distill.engine) and the launch planner
+Here, at the bottom, so that the engine (megatron_glmd.engine.deepspeed_setup) and the launch planner
 (megatron_glmd.plan) use and print one and the same dictionary without importing each other.
 """
 from __future__ import annotations

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Union
 
 from .base import ConfigError
 from .model import PRECISIONS
@@ -17,6 +17,7 @@ DISTILL_TOKENS = ("valid", "all", "infilled")
 DIVERGENCES = ("kl", "mse")
 NORMALIZE_BY = ("tokens", "positions")
 DECAY_STYLES = ("cosine", "linear")
+CHECKPOINT_AUTO = "auto"
 
 
 @dataclass(frozen=True)
@@ -32,7 +33,9 @@ class TrainConfig:
     global_batch_size: int = 8
     precision: str = "fp32"           # fp32 (CPU), bf16 (GPU default), fp16 (dynamic loss scaling)
     seed: int = 1234
-    checkpoint_activations: bool = False
+    # Per-layer recompute of the student: true, false, or auto (the launch planner's choice for the
+    # layout: on only where the run does not fit the GPU without it; megatron_glmd.plan.checkpointing).
+    checkpoint_activations: Union[bool, str] = False
     skip_nonfinite_steps: int = 0     # steps with a non-finite loss or grad norm to skip before stopping
     epochs: Optional[float] = None    # task modes: sets iterations from the training set (config/stage2.py)
 
@@ -50,6 +53,9 @@ class TrainConfig:
         if self.epochs is not None:
             _positive("train.epochs", self.epochs)
         _one_of("train.precision", self.precision, PRECISIONS)
+        if not isinstance(self.checkpoint_activations, bool) and self.checkpoint_activations != CHECKPOINT_AUTO:
+            raise ConfigError(f"train.checkpoint_activations must be true, false or {CHECKPOINT_AUTO}, "
+                              f"got {self.checkpoint_activations!r}")
         return self
 
 
@@ -158,6 +164,7 @@ class LoggingConfig:
     tensorboard_dir: Optional[str] = None
     progress_bar: bool = True
     peak_tflops_per_device: Optional[float] = None  # for MFU; default 312 (A100 bf16) on GPU, none on CPU
+    verbose: bool = False            # True: DeepSpeed's own log lines and prints too (engine/quiet.py)
 
     def validate(self, has_validation_data: bool) -> "LoggingConfig":
         _at_least("logging.log_interval", self.log_interval, 1)

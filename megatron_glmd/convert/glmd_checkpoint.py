@@ -1,7 +1,7 @@
 """megatron-glmd model checkpoints (what a ``pretrain`` run saves), read into and written from one
 unsplit state dict.
 
-On disk (the files :func:`megatron_glmd.distill.checkpointing.load_stage_weights` reads)::
+On disk (the files :func:`megatron_glmd.checkpoint.checkpointing.load_stage_weights` reads)::
 
     SAVE_DIR/config.yaml                 a run configuration: mode, model (every ModelConfig field), parallel
     SAVE_DIR/latest                      the tag of the checkpoint

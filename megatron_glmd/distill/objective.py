@@ -26,9 +26,9 @@ from ..config import RunConfig
 from ..model.attention_mask import valid_token_mask
 from ..parallel.grid import ParallelGrid
 from ..parallel.vocab import vocab_shard_real_columns
-from .engine import LABEL_KEYS
 from .losses import distill_loss_sums, distill_normalizer, hard_label_normalizer, hard_label_sum
 
+LABEL_KEYS = ("target_ids", "loss_mask", "length")   # what the stage-1 loss reads (Objective.label_keys)
 EVAL_FIELDS = ("kl", "student_ce", "teacher_ce", "valid_tokens", "target_tokens", "dropped_targets")
 
 

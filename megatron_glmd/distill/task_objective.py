@@ -29,7 +29,7 @@ from ..config import RunConfig
 from ..parallel.grid import ParallelGrid
 from ..parallel.vocab import vocab_shard_real_columns
 from ..tasks import candidate_log_probs, choice_scores, label_cross_entropy_sum, soft_cross_entropy_sum
-from ..tasks import verbalizer_logits
+from ..tasks import check_verbalizer_ids, verbalizer_logits
 from .losses import distill_loss_sums, distill_normalizer
 from .objective import global_counts
 from .task_data import LABEL_KEYS
@@ -60,6 +60,8 @@ class TaskObjective:
         self.vocab_end = vocab_shard_real_columns(model.vocab_size, model.padded_vocab_size(grid.tp_size),
                                                   grid.tp_rank, grid.tp_size)
         self.multi_token, self.num_choices = multi_token, num_choices
+        if not multi_token:       # checked once here: verbalizer_logits takes the device tensor as checked
+            check_verbalizer_ids(verbalizer_ids, model.vocab_size)
         self.verbalizer_ids = torch.tensor(list(verbalizer_ids), dtype=torch.long, device=device)
         self.part = PART[cfg.mode]
         self.weights = {self.part: 1.0}

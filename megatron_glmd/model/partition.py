@@ -62,16 +62,23 @@ def partition_layers(student: ModelConfig, teacher: Optional[ModelConfig], pp: i
     return list(_partition(student, teacher, pp, seq_length, recompute, tp, tuple(pairs) if pairs else None))
 
 
-def run_partition(cfg: RunConfig, teacher: Optional[ModelConfig]) -> List[StageLayers]:
+def run_partition(cfg: RunConfig, teacher: Optional[ModelConfig], recompute: Optional[bool] = None) -> List[StageLayers]:
     """The partition of a run, what the engine builds and the planner prints: the run's student,
     ``parallel.pp`` and ``parallel.tp``, ``data.seq_length``, ``train.checkpoint_activations``, and,
     when ``loss.intermediate_weight`` > 0, every :func:`uniform_layer_pairs` pair kept on one stage.
-    ``teacher`` None (pretraining) partitions the student alone."""
+    ``teacher`` None (pretraining) partitions the student alone. ``recompute`` overrides
+    ``train.checkpoint_activations``, which must otherwise be resolved to a bool (``auto`` is decided
+    per layout by :func:`megatron_glmd.plan.checkpointing.resolve_checkpointing`)."""
+    if recompute is None:
+        recompute = cfg.train.checkpoint_activations
+        if not isinstance(recompute, bool):
+            raise ConfigError(f"train.checkpoint_activations={recompute!r} must be resolved to true or false "
+                              "before the partition (megatron_glmd.plan.checkpointing)")
     pairs = None
     if teacher is not None and cfg.loss.intermediate_weight > 0:
         pairs = uniform_layer_pairs(cfg.model.num_layers, teacher.num_layers)
     return partition_layers(cfg.model, teacher, cfg.parallel.pp, seq_length=cfg.data.seq_length,
-                            recompute=cfg.train.checkpoint_activations, tp=cfg.parallel.tp, pairs=pairs)
+                            recompute=recompute, tp=cfg.parallel.tp, pairs=pairs)
 
 
 def uniform_layer_pairs(student_layers: int, teacher_layers: int) -> List[Tuple[int, int]]:

@@ -1,7 +1,8 @@
 """Autograd-aware communication for tensor parallelism (Megatron's conjugate pairs).
 
 Each op takes the TP process group explicitly; ``None`` or a group of size 1 makes it the
-identity, so single-process code runs through the same path.
+identity, so single-process code runs through the same path. The all-reduces run in place on the
+partial sums and gradients (no copy per collective), as Megatron-Core's do.
 
     copy_to_tp        forward: identity          backward: all-reduce
     reduce_from_tp    forward: all-reduce        backward: identity
@@ -25,6 +26,7 @@ def group_rank(group: Optional[dist.ProcessGroup]) -> int:
 
 
 def _all_reduce(x: torch.Tensor, group) -> torch.Tensor:
+    """Sum over the group, in place when ``x`` is contiguous (then ``x`` itself is returned)."""
     if group_size(group) == 1:
         return x
     x = x.contiguous()
@@ -59,13 +61,22 @@ class _CopyToTP(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):
-        return _all_reduce(grad.clone(), ctx.group), None
+        # In place, as Megatron-Core does. Safe because copy_to_tp's output feeds linear layers only,
+        # whose backward hands over a fresh matmul product (see copy_to_tp: a consumer that passes
+        # its incoming gradient on unchanged to another input, like an addition, would share it).
+        return _all_reduce(grad, ctx.group), None
 
 
 class _ReduceFromTP(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, group):
-        return _all_reduce(x.clone(), group)
+        # In place on the partial sum (a fresh product nobody else reads); mark_dirty tells autograd,
+        # which then refuses a backward through any op that saved the overwritten values. A leaf
+        # that requires grad cannot be overwritten: it is copied.
+        if x.is_leaf and x.requires_grad or not x.is_contiguous():
+            return _all_reduce(x.clone(memory_format=torch.contiguous_format), group)
+        ctx.mark_dirty(x)
+        return _all_reduce(x, group)
 
     @staticmethod
     def backward(ctx, grad):
@@ -95,6 +106,8 @@ class _GatherFromTP(torch.autograd.Function):
 
 
 def copy_to_tp(x: torch.Tensor, group: Optional[dist.ProcessGroup]) -> torch.Tensor:
+    """Identity; backward all-reduces the gradient in place, so the result must feed consumers whose
+    backward makes a new gradient tensor (a linear layer, as everywhere in this project)."""
     return x if group_size(group) == 1 else _CopyToTP.apply(x, group)
 
 

@@ -9,12 +9,13 @@ from ..config.deepspeed import deepspeed_config
 from ..model.flops import StageFlops, training_flops_per_token
 from ..model.partition import StageLayers, partition_flops, run_partition
 from . import PlanError
-from .cost import StageShape, StageTime, StepTime, stage_time, tie_seconds, zero1_seconds
+from .checkpointing import CheckpointChoice, resolve_checkpointing
+from .cost import StageShape, StageTime, StepTime, dp_seconds, stage_time, tie_seconds
+from .deepspeed_state import DTYPE_BYTES, FP32, optimizer_state
 from .hardware import Hardware
+from .launches import EAGER, LayerLaunches
 from .layout import check_layout, check_teacher, crosses_nodes, stage_hosts, stage_ranks
-from .memory import GiB, StageMemory, stage_memory
-
-BYTES = {"bf16": 2, "fp16": 2, "fp32": 4}
+from .memory import GiB, StageMemory, stage_memory, stage_vector_parameter_count
 
 
 @dataclass
@@ -42,7 +43,8 @@ class LaunchPlan:
     seq_length: int
     iterations: int
     precision: str
-    checkpoint_activations: bool
+    checkpoint_activations: bool      # resolved (train.checkpoint_activations may say auto)
+    checkpointing: CheckpointChoice   # how it was decided
     student: ModelConfig
     teacher: Optional[ModelConfig]
     stages: List[StagePlan]
@@ -85,6 +87,10 @@ class LaunchPlan:
         return self.hardware.gpu_memory_gib <= 0 or self.needed_gib <= self.hardware.gpu_memory_gib
 
     @property
+    def launch_bound_stages(self) -> List[int]:
+        return [s.pp_rank for s in self.stages if s.time is not None and s.time.launch_bound]
+
+    @property
     def hours(self) -> Optional[float]:
         return None if self.step is None else self.iterations * self.step.total / 3600
 
@@ -104,7 +110,8 @@ class LaunchPlan:
 
 
 def layer_partition(cfg: RunConfig, teacher: Optional[ModelConfig]) -> List[StageLayers]:
-    """The partition the engine builds for this run (:func:`~megatron_glmd.model.partition.run_partition`)."""
+    """The partition the engine builds for this run (:func:`~megatron_glmd.model.partition.run_partition`);
+    ``cfg``'s checkpointing resolved."""
     try:
         return run_partition(cfg, teacher)
     except ConfigError as e:
@@ -112,17 +119,23 @@ def layer_partition(cfg: RunConfig, teacher: Optional[ModelConfig]) -> List[Stag
 
 
 def build_plan(cfg: RunConfig, *, nodes: int, gpus_per_node: int, teacher: Optional[ModelConfig] = None,
-               hosts: Optional[Sequence[str]] = None, hardware: Hardware = Hardware()) -> LaunchPlan:
-    """Check the layout and model each stage's memory and time and the run's cost; raises PlanError."""
+               hosts: Optional[Sequence[str]] = None, hardware: Hardware = Hardware(),
+               launches: LayerLaunches = EAGER) -> LaunchPlan:
+    """Check the layout and model each stage's memory and time and the run's cost; raises PlanError.
+    ``train.checkpoint_activations: auto`` is resolved for this layout (:mod:`.checkpointing`)."""
     dp = check_layout(cfg, nodes, gpus_per_node)
     check_teacher(cfg, teacher)
+    try:
+        cfg, choice = resolve_checkpointing(cfg, teacher, dp, hardware.gpu_memory_gib, hardware.reserve_gib)
+    except ConfigError as e:
+        raise PlanError(str(e)) from None
     tp, pp, t, seq = cfg.parallel.tp, cfg.parallel.pp, cfg.train, cfg.data.seq_length
     hosts = list(hosts) if hosts else [f"node{i}" for i in range(nodes)]
     if len(hosts) != nodes:
         raise PlanError(f"the node list names {len(hosts)} hosts, but nodes={nodes}")
     layers = layer_partition(cfg, teacher)
     flops = partition_flops(cfg.model, teacher, layers, seq_length=seq, recompute=t.checkpoint_activations, tp=tp)
-    act_bytes, grad_bytes = BYTES[t.precision], 4     # DP and tie reductions in fp32 (communication_data_type)
+    act_bytes, grad_bytes = DTYPE_BYTES[t.precision], FP32   # DP and tie reductions in fp32 (communication_data_type)
     timed = hardware.peak_tflops > 0
     span = tp * dp
     stages = []
@@ -132,14 +145,17 @@ def build_plan(cfg: RunConfig, *, nodes: int, gpus_per_node: int, teacher: Optio
                            recv_inter_node=k > 0 and crosses_nodes([first - span, first], gpus_per_node),
                            send_inter_node=k < pp - 1 and crosses_nodes([last, last + span], gpus_per_node))
         time = stage_time(hardware, flops[k], shape, cfg.model, teacher, tp=tp, micro_batch=t.micro_batch_size,
-                          seq=seq, recompute=t.checkpoint_activations, act_bytes=act_bytes) if timed else None
+                          seq=seq, recompute=t.checkpoint_activations, act_bytes=act_bytes,
+                          launches=launches) if timed else None
         stages.append(StagePlan(pp_rank=k, ranks=(first, last), nodes=stage_hosts(k, tp, dp, gpus_per_node, hosts),
-                                layers=layers[k], flops=flops[k], memory=stage_memory(cfg, teacher, layers[k], k, dp),
+                                layers=layers[k], flops=flops[k],
+                                memory=stage_memory(cfg, teacher, layers[k], k, dp, t.checkpoint_activations),
                                 time=time))
     step = None
     if timed:
-        dp_comm = max(zero1_seconds(hardware, s.memory.student_params, dp, grad_bytes, act_bytes,
-                                    crosses_nodes(s.ranks, gpus_per_node)) for s in stages)
+        weight_bytes = optimizer_state(t.precision).weight_bytes
+        dp_comm = max(dp_seconds(hardware, param_groups(cfg, s), dp, weight_bytes, crosses_nodes(s.ranks, gpus_per_node))
+                      for s in stages)
         tie_inter = crosses_nodes([0, (pp - 1) * span], gpus_per_node)
         step = StepTime(stages=[s.time for s in stages], micro_batches=t.accumulation_steps(dp), dp_comm=dp_comm,
                         tie_comm=tie_seconds(hardware, cfg.model, tp, pp, grad_bytes, tie_inter))
@@ -147,8 +163,15 @@ def build_plan(cfg: RunConfig, *, nodes: int, gpus_per_node: int, teacher: Optio
         nodes=nodes, gpus_per_node=gpus_per_node, hosts=hosts, tp=tp, pp=pp, dp=dp,
         global_batch=t.global_batch_size, micro_batch=t.micro_batch_size, accumulation=t.accumulation_steps(dp),
         seq_length=seq, iterations=t.iterations, precision=t.precision,
-        checkpoint_activations=t.checkpoint_activations, student=cfg.model, teacher=teacher, stages=stages,
+        checkpoint_activations=t.checkpoint_activations, checkpointing=choice, student=cfg.model, teacher=teacher, stages=stages,
         deepspeed=deepspeed_config(cfg, dp), hardware=hardware,
         model_flops_per_token=training_flops_per_token(cfg.model, teacher, seq, recompute=False),
         hardware_flops_per_token=training_flops_per_token(cfg.model, teacher, seq, t.checkpoint_activations, tp=tp),
         step=step)
+
+
+def param_groups(cfg: RunConfig, stage: StagePlan) -> Tuple[int, int]:
+    """Elements of the optimizer's two param groups on one GPU of ``stage``: (decay, no decay)."""
+    vectors = stage_vector_parameter_count(cfg.model, cfg.parallel.tp, stage.pp_rank == cfg.parallel.pp - 1,
+                                           stage.layers.student)
+    return stage.memory.student_params - vectors, vectors

@@ -10,28 +10,40 @@ Per micro-batch, one GPU of stage k spends (all transfers blocking, as in DeepSp
         + the pipeline sends and receives of the stage      student + teacher hidden forward,
                                                             the student's gradient backward
 
+The host must also issue the stage's kernels: ``launches × launch_us`` per micro-batch
+(:mod:`.launches`: each student layer's forward, backward and recompute, each teacher layer's
+forward). It runs ahead of the GPU asynchronously, so a micro-batch takes
+``max(compute + TP all-reduces, host launches) + sends``; a stage whose host time exceeds its GPU
+time is launch-bound, and the report marks it so.
+
 A step of m micro-batches on p stages takes ``(m + p − 1) · max_k t_k`` (1F1B: the slowest stage
 sets the pace, and p − 1 of its slots are bubble), then the tied word embedding's gradient
-all-reduce between the first and the last stage, then ZeRO-1's gradient reduce-scatter (fp32, the
-trainer's ``communication_data_type``) and parameter all-gather (the weights' dtype) over DP.
+all-reduce between the first and the last stage, then DeepSpeed's DP reduction: an **all-reduce**
+of the fp32 gradients (``communication_data_type``; BF16_Optimizer and ZeRO stage 1 alike all-reduce
+rather than reduce-scatter, :mod:`.deepspeed_state`), one collective per bucket, and an all-gather
+of the updated weights in their dtype, one per param group.
 
 A collective of B bytes over n ranks costs ``latency + c·(n − 1)/n · B / bus bandwidth`` with
-c = 2 for all-reduce and 1 for reduce-scatter and all-gather (NCCL's bus-bandwidth convention); a
-point-to-point transfer ``latency + B / bandwidth``. Traffic inside a node uses the NVLink figure,
-traffic that leaves a node the InfiniBand one (see :mod:`.hardware`).
+c = 2 for all-reduce and 1 for reduce-scatter and all-gather (NCCL's bus-bandwidth convention: a
+ring all-reduce moves 2(n − 1)/n · B per rank); a point-to-point transfer ``latency + B / bandwidth``.
+Traffic inside a node uses the NVLink figure, traffic that leaves a node the InfiniBand one (see
+:mod:`.hardware`).
 
 Not modelled: overlap of communication with compute (the engine has none), GEMM efficiency that
-falls with smaller TP shards, the optimizer step, the loss kernel, data loading, stragglers.
+falls with smaller TP shards, the optimizer step, the loss kernel, data loading, stragglers, the
+launches of the embeddings, logits and loss (a handful per micro-batch against ~90 per layer).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 from ..config import ModelConfig
 from ..model.flops import StageFlops
 from ..model.partition import StageLayers
+from .deepspeed_state import FP32, allreduce_buckets
 from .hardware import Hardware
+from .launches import EAGER, LayerLaunches
 
 ALL_REDUCE, HALF_COLLECTIVE = 2.0, 1.0
 
@@ -55,10 +67,24 @@ class StageTime:
     compute: float
     tp_comm: float
     p2p: float
+    launch: float = 0.0       # host time to issue the stage's kernels
+
+    @property
+    def gpu(self) -> float:
+        return self.compute + self.tp_comm
+
+    @property
+    def launch_bound(self) -> bool:
+        return self.launch > self.gpu
+
+    @property
+    def launch_wait(self) -> float:
+        """What the host's launches add beyond the GPU's own time."""
+        return max(0.0, self.launch - self.gpu)
 
     @property
     def total(self) -> float:
-        return self.compute + self.tp_comm + self.p2p
+        return max(self.gpu, self.launch) + self.p2p
 
 
 @dataclass(frozen=True)
@@ -74,7 +100,7 @@ class StageShape:
 
 def stage_time(hw: Hardware, flops: StageFlops, shape: StageShape, student: ModelConfig,
                teacher: Optional[ModelConfig], *, tp: int, micro_batch: int, seq: int, recompute: bool,
-               act_bytes: int) -> StageTime:
+               act_bytes: int, launches: LayerLaunches = EAGER) -> StageTime:
     tokens = micro_batch * seq
     compute = flops.total * tokens / (tp * hw.peak_tflops * 1e12 * hw.matmul_efficiency)
 
@@ -83,9 +109,11 @@ def stage_time(hw: Hardware, flops: StageFlops, shape: StageShape, student: Mode
 
     n_s = shape.layers.student[1] - shape.layers.student[0]
     tp_comm = all_reduces(n_s * (6 if recompute else 4) + shape.first + shape.last, student.hidden_size)
+    kernels = n_s * launches.student(recompute)
     if teacher is not None and shape.layers.teacher is not None:
         n_t = shape.layers.teacher[1] - shape.layers.teacher[0]
         tp_comm += all_reduces(2 * n_t + shape.first, teacher.hidden_size)
+        kernels += n_t * launches.teacher()
     forward = tokens * act_bytes * (student.hidden_size + (teacher.hidden_size if teacher is not None else 0))
     backward = tokens * act_bytes * student.hidden_size
     p2p = 0.0
@@ -93,14 +121,14 @@ def stage_time(hw: Hardware, flops: StageFlops, shape: StageShape, student: Mode
         p2p += send_seconds(hw, forward, shape.recv_inter_node) + send_seconds(hw, backward, shape.recv_inter_node)
     if not shape.last:         # send the forward, receive the gradient
         p2p += send_seconds(hw, forward, shape.send_inter_node) + send_seconds(hw, backward, shape.send_inter_node)
-    return StageTime(compute=compute, tp_comm=tp_comm, p2p=p2p)
+    return StageTime(compute=compute, tp_comm=tp_comm, p2p=p2p, launch=kernels * hw.launch_us * 1e-6)
 
 
 @dataclass(frozen=True)
 class StepTime:
     stages: List[StageTime]
     micro_batches: int
-    dp_comm: float            # ZeRO-1 reduce-scatter + all-gather of the slowest stage
+    dp_comm: float            # DP gradient all-reduce + weight all-gather of the slowest stage
     tie_comm: float           # word-embedding gradient all-reduce between first and last stage
 
     @property
@@ -122,15 +150,19 @@ class StepTime:
     def parts(self) -> Dict[str, float]:
         """The step split into parts that add up to ``total`` (the slowest stage's view)."""
         t, m = self.stages[self.slowest], self.micro_batches
-        return {"compute": m * t.compute, "TP all-reduce": m * t.tp_comm, "pipeline sends": m * t.p2p,
-                "bubble": (self.pp - 1) * t.total, "DP reduce": self.dp_comm, "embedding tie": self.tie_comm}
+        return {"compute": m * t.compute, "TP all-reduce": m * t.tp_comm, "launch wait": m * t.launch_wait,
+                "pipeline sends": m * t.p2p, "bubble": (self.pp - 1) * t.total, "DP reduce": self.dp_comm,
+                "embedding tie": self.tie_comm}
 
 
-def zero1_seconds(hw: Hardware, params_per_gpu: int, dp: int, grad_bytes: int, weight_bytes: int,
-                  inter_node: bool) -> float:
-    """Gradient reduce-scatter then updated-weights all-gather over the DP group."""
-    return (collective_seconds(hw, params_per_gpu * grad_bytes, dp, HALF_COLLECTIVE, inter_node)
-            + collective_seconds(hw, params_per_gpu * weight_bytes, dp, HALF_COLLECTIVE, inter_node))
+def dp_seconds(hw: Hardware, group_numels: Sequence[int], dp: int, weight_bytes: int, inter_node: bool) -> float:
+    """DeepSpeed's DP reduction of one stage: fp32 gradient all-reduces, one per bucket of
+    :func:`~.deepspeed_state.allreduce_buckets`, then an all-gather of the updated weights per param group."""
+    reduce = sum(collective_seconds(hw, FP32 * sum(b), dp, ALL_REDUCE, inter_node)
+                 for b in allreduce_buckets(group_numels))
+    gather = sum(collective_seconds(hw, weight_bytes * n, dp, HALF_COLLECTIVE, inter_node)
+                 for n in group_numels if n)
+    return reduce + gather
 
 
 def tie_seconds(hw: Hardware, student: ModelConfig, tp: int, pp: int, grad_bytes: int, inter_node: bool) -> float:

@@ -20,6 +20,7 @@ class Hardware:
     nvlink_gbps: float = 240.0         # NCCL bus bandwidth inside a node, GB/s
     ib_gbps: float = 20.0              # NCCL bus bandwidth across nodes per GPU, GB/s
     comm_latency_us: float = 10.0      # fixed cost of each collective or point-to-point transfer
+    launch_us: float = 8.0             # host time per kernel launch (PyTorch eager); 0: not modelled
 
     def check(self) -> "Hardware":
         for f in fields(self):
@@ -44,6 +45,9 @@ _HELP = {
     "nvlink_gbps": "NCCL all-reduce bus bandwidth inside a node, GB/s (A100 NVLink 3: ~240)",
     "ib_gbps": "NCCL bus bandwidth across nodes per GPU, GB/s (one HDR 200 Gb/s adapter per GPU: ~20)",
     "comm_latency_us": "fixed cost of every collective and point-to-point transfer, microseconds",
+    "launch_us": "host time per kernel launch in microseconds: Python, PyTorch's dispatcher and autograd, "
+                 "cudaLaunchKernel (PyTorch eager on a server CPU: commonly ~5-10 us per op; an assumption, not "
+                 "measured here: take it from a profile of your nodes); 0 leaves launches out",
 }
 
 

@@ -3,14 +3,16 @@
 Candidates: TP a divisor of the GPUs per node (TP groups stay inside a node) that divides both
 models' heads, hidden and MLP widths; PP a divisor of world / TP no larger than either model's
 layer count; DP = world / (TP·PP) dividing the global batch; every micro-batch size dividing
-global batch / DP. A candidate is kept when it passes every check of a single plan (the same
-:func:`~.build.build_plan`) and fits the GPU's memory.
+global batch / DP; each with per-layer activation checkpointing off and on. A candidate is kept
+when it passes every check of a single plan (the same :func:`~.build.build_plan`) and fits the
+GPU's memory. ``train.checkpoint_activations: auto`` picks, per layout, the variant without
+checkpointing when it fits (:mod:`.checkpointing`): the ranking shows both, marks auto's pick.
 """
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from ..config import ModelConfig, ParallelConfig, RunConfig
 from . import PlanError
@@ -22,9 +24,12 @@ def _divisors(n: int) -> List[int]:
     return [d for d in range(1, n + 1) if n % d == 0]
 
 
-def with_layout(cfg: RunConfig, tp: int, pp: int, micro_batch: int) -> RunConfig:
-    return dataclasses.replace(cfg, parallel=ParallelConfig(tp=tp, pp=pp),
-                               train=dataclasses.replace(cfg.train, micro_batch_size=micro_batch))
+def with_layout(cfg: RunConfig, tp: int, pp: int, micro_batch: int, checkpoint=None) -> RunConfig:
+    """``cfg`` at another layout; ``checkpoint`` (True, False, "auto") replaces train.checkpoint_activations."""
+    train = dataclasses.replace(cfg.train, micro_batch_size=micro_batch)
+    if checkpoint is not None:
+        train = dataclasses.replace(train, checkpoint_activations=checkpoint)
+    return dataclasses.replace(cfg, parallel=ParallelConfig(tp=tp, pp=pp), train=train)
 
 
 @dataclass
@@ -32,6 +37,10 @@ class Ranking:
     plans: List[LaunchPlan]                                       # fastest first
     refused: List[Tuple[str, str]] = field(default_factory=list)  # (layout, the check it failed)
     over_memory: List[LaunchPlan] = field(default_factory=list)
+    auto: Dict[Tuple[int, int, int], bool] = field(default_factory=dict)  # (TP, PP, mb) -> auto's checkpointing
+
+    def is_auto_choice(self, p: LaunchPlan) -> bool:
+        return self.auto.get((p.tp, p.pp, p.micro_batch)) == p.checkpoint_activations
 
 
 def rank_layouts(cfg: RunConfig, *, nodes: int, gpus_per_node: int, teacher: Optional[ModelConfig],
@@ -45,19 +54,23 @@ def rank_layouts(cfg: RunConfig, *, nodes: int, gpus_per_node: int, teacher: Opt
             dp = world // (tp * pp)
             batches = _divisors(cfg.train.global_batch_size // dp) if cfg.train.global_batch_size % dp == 0 else [1]
             for mb in batches:
-                try:
-                    plan = build_plan(with_layout(cfg, tp, pp, mb), nodes=nodes, gpus_per_node=gpus_per_node,
-                                      teacher=teacher, hosts=hosts, hardware=hardware)
-                except PlanError as e:
-                    ranking.refused.append((f"TP={tp} PP={pp} DP={dp} mb={mb}", str(e)))
-                    continue
-                (ranking.plans if plan.fits else ranking.over_memory).append(plan)
-    ranking.plans.sort(key=lambda p: (p.step.total, p.needed_gib, p.tp, p.pp, p.micro_batch))
+                for checkpoint in (False, True):
+                    try:
+                        plan = build_plan(with_layout(cfg, tp, pp, mb, checkpoint), nodes=nodes,
+                                          gpus_per_node=gpus_per_node, teacher=teacher, hosts=hosts, hardware=hardware)
+                    except PlanError as e:
+                        if not checkpoint:   # the same checks refuse both variants
+                            ranking.refused.append((f"TP={tp} PP={pp} DP={dp} mb={mb}", str(e)))
+                        continue
+                    (ranking.plans if plan.fits else ranking.over_memory).append(plan)
+                    if not checkpoint:       # auto: off where the layout fits without it (checkpointing.py)
+                        ranking.auto[(tp, pp, mb)] = plan.checkpointing.auto_enabled
+    ranking.plans.sort(key=lambda p: (p.step.total, p.needed_gib, p.tp, p.pp, p.micro_batch, p.checkpoint_activations))
     return ranking
 
 
 def layout_name(p: LaunchPlan) -> str:
-    return f"TP={p.tp} PP={p.pp} DP={p.dp} mb={p.micro_batch}"
+    return f"TP={p.tp} PP={p.pp} DP={p.dp} mb={p.micro_batch} ckpt={'on' if p.checkpoint_activations else 'off'}"
 
 
 def why_first(a: LaunchPlan, b: LaunchPlan, parts: int = 3) -> str:

@@ -6,7 +6,7 @@ from .custom import load_task, read_split, read_task_file, task_from_config
 from .encode import encode_candidates, encode_example, encode_single, protected_token_ids, verbalizer_token_ids
 from .losses import label_cross_entropy_sum, soft_cross_entropy_sum
 from .metrics import compute_metrics
-from .scoring import candidate_log_probs, choice_scores, verbalizer_logits
+from .scoring import candidate_log_probs, check_verbalizer_ids, choice_scores, verbalizer_logits
 from .superglue import EPOCHS, TASKS, read_superglue, superglue_task
 from .task import ClozeExample, ClozeTask, make_task
 
@@ -14,6 +14,6 @@ __all__ = [
     "ClozeDataset", "collate_candidates", "collate_single", "load_task", "read_split", "read_task_file",
     "task_from_config", "encode_candidates", "encode_example", "encode_single", "protected_token_ids",
     "verbalizer_token_ids", "label_cross_entropy_sum", "soft_cross_entropy_sum", "compute_metrics",
-    "candidate_log_probs", "choice_scores", "verbalizer_logits", "EPOCHS", "TASKS", "read_superglue",
+    "candidate_log_probs", "check_verbalizer_ids", "choice_scores", "verbalizer_logits", "EPOCHS", "TASKS", "read_superglue",
     "superglue_task", "ClozeExample", "ClozeTask", "make_task",
 ]

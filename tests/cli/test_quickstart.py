@@ -9,6 +9,8 @@ import sys
 
 import yaml
 
+from tests.cli.train_runs import DEEPSPEED_LINES
+
 
 def test_quickstart_runs_the_whole_story(tmp_path):
     workdir = tmp_path / "qs"
@@ -18,6 +20,8 @@ def test_quickstart_runs_the_whole_story(tmp_path):
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     out = proc.stdout
+    # Every phase prints the project's lines only: none of DeepSpeed's (logging.verbose is off).
+    assert [line for line in DEEPSPEED_LINES if line in out + proc.stderr] == [], out[-3000:] + proc.stderr[-3000:]
     rows = {}
     for name, pattern in (("teacher", r"^\s+teacher\s+([\d.]+)\s+-$"),
                           ("glmd", r"^\s+student, GLMD \(L_sp, tau=15\)\s+([\d.]+)\s+([\d.]+)$"),

@@ -8,6 +8,10 @@ import yaml
 from megatron_glmd.data.tokenizer import GLMTokenizer
 
 EXIT_STOPPED_EARLY = 75
+# What DeepSpeed prints or logs by itself in a run (megatron_glmd/engine/quiet.py keeps them out unless
+# logging.verbose): its accelerator warning, its CPU op build, PipelineModule's set-up report.
+DEEPSPEED_LINES = ("[WARNING] [real_accelerator.py", "built successfully", "SEED_LAYERS=", "Using topology:",
+                   "stage=0 layers=1", "0: DistillStage", "loss: loss")
 
 
 def config(dataset, tokenizer_model, tmp_path, iterations):

@@ -13,7 +13,7 @@ from tests.distributed import run_distributed
 
 
 def _distill(rank, world, teacher_dir, save_dir):
-    from megatron_glmd.distill.trainer import Trainer
+    from megatron_glmd.engine.trainer import Trainer
 
     trainer = Trainer(run_config("distill", 2, 1, save_dir, teacher=teacher_dir, iterations=6), train_data(),
                       valid_data())

@@ -10,7 +10,7 @@ import torch.distributed as dist
 
 from megatron_glmd.convert.glm_import import ImportOptions, convert_glm_checkpoint
 from megatron_glmd.convert.glmd_checkpoint import read_model_config
-from megatron_glmd.distill.checkpointing import load_stage_weights
+from megatron_glmd.checkpoint.checkpointing import load_stage_weights
 from megatron_glmd.model import GLMStage
 from tests.convert.glm_reference import (blank_infilling_batch, random_glm_state, reference_logits, write_hub,
                                          write_megatron)

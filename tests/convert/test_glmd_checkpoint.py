@@ -26,7 +26,7 @@ def random_state(config=CONFIG, seed=0):
 
 
 def _pretrain_and_report(rank, world, tp, pp, save_dir):
-    from megatron_glmd.distill.trainer import Trainer
+    from megatron_glmd.engine.trainer import Trainer
     from tests.distill.engine_cases import run_config, train_data
 
     trainer = Trainer(run_config("pretrain", tp, pp, save_dir, iterations=1), train_data())

@@ -7,9 +7,9 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from megatron_glmd.distill import checkpointing as ckpt
-from megatron_glmd.distill.task_trainer import TaskTrainer
-from megatron_glmd.distill.trainer import Trainer
+from megatron_glmd.checkpoint import checkpointing as ckpt
+from megatron_glmd.engine.task_trainer import TaskTrainer
+from megatron_glmd.engine.trainer import Trainer
 from megatron_glmd.model import GLMStage
 from tests.distill.task_cases import task_config
 

@@ -3,7 +3,7 @@ NCCL carries) and comes back intact, and the bf16 curve tracks the fp32 one."""
 import torch
 
 from megatron_glmd.config import run_config_from_dict
-from megatron_glmd.distill.trainer import Trainer
+from megatron_glmd.engine.trainer import Trainer
 from tests.distill.engine_cases import run_config, train_data
 from tests.distributed import run_distributed
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from megatron_glmd.config import ConfigError
-from megatron_glmd.distill.trainer import Trainer
+from megatron_glmd.engine.trainer import Trainer
 from tests.distill.engine_cases import run_config, train_data
 from tests.distributed import run_distributed
 

@@ -18,7 +18,7 @@ from megatron_glmd.compress.evaluate import kept_token_metrics
 from megatron_glmd.convert.glmd_checkpoint import read_checkpoint
 from megatron_glmd.convert.reshard import reshard_checkpoint
 from megatron_glmd.data.loader import collate
-from megatron_glmd.distill.trainer import Trainer
+from megatron_glmd.engine.trainer import Trainer
 from megatron_glmd.model import GLMStage
 from megatron_glmd.model.attention_mask import valid_token_mask
 from tests.distill.compressed_cases import build_artifact, compressed

@@ -5,8 +5,8 @@ import os
 
 import torch
 
-from megatron_glmd.distill import checkpointing as ckpt
-from megatron_glmd.distill.trainer import Trainer, TrainingDiverged
+from megatron_glmd.checkpoint import checkpointing as ckpt
+from megatron_glmd.engine.trainer import Trainer, TrainingDiverged
 from tests.distill.engine_cases import run_config, train_data
 from tests.distributed import run_distributed
 

@@ -18,8 +18,8 @@ import torch
 import yaml
 
 from megatron_glmd.config import ConfigError
-from megatron_glmd.distill.checkpoint_checks import check_run_checkpoints
-from megatron_glmd.distill.trainer import Trainer
+from megatron_glmd.checkpoint.checks import check_run_checkpoints
+from megatron_glmd.engine.trainer import Trainer
 from tests.distill.engine_cases import run_config, train_data
 from tests.distributed import run_distributed
 

@@ -9,7 +9,7 @@ import os
 import pytest
 import torch
 
-from megatron_glmd.distill.trainer import Trainer
+from megatron_glmd.engine.trainer import Trainer
 from tests.distill.engine_cases import run_config, train_data, valid_data
 from tests.distributed import run_distributed
 

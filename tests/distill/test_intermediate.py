@@ -6,9 +6,9 @@ import torch
 from megatron_glmd.config import ConfigError, preset
 from megatron_glmd.model.partition import StageLayers, uniform_layer_pairs
 from megatron_glmd.distill.intermediate import stage_pairs
-from megatron_glmd.distill.pipeline import DistillStage
+from megatron_glmd.engine.pipeline import DistillStage
 from megatron_glmd.config import run_config_from_dict
-from megatron_glmd.distill.trainer import Trainer
+from megatron_glmd.engine.trainer import Trainer
 from megatron_glmd.parallel import ParallelGrid, initialize_parameters
 from tests.distill.engine_cases import run_config, train_data
 from tests.distributed import run_distributed

@@ -1,7 +1,7 @@
 """Throughput figures against hand computation: MFU counts each pass once, HFU adds recompute."""
 import pytest
 
-from megatron_glmd.distill.metrics import throughput
+from megatron_glmd.engine.metrics import throughput
 
 
 def test_mfu_and_hfu_by_hand():

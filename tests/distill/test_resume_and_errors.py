@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from megatron_glmd.config import ConfigError
-from megatron_glmd.distill import checkpointing as ckpt
+from megatron_glmd.checkpoint import checkpointing as ckpt
 from megatron_glmd.config import load_run_config, run_config_from_dict
-from megatron_glmd.distill.trainer import Trainer
+from megatron_glmd.engine.trainer import Trainer
 from tests.distill.engine_cases import run_config, train_data
 from tests.distributed import run_distributed
 
@@ -96,7 +96,7 @@ def test_bad_configurations_stop_before_any_work(tmp_path, changes, message, mon
     _teacher_dir(tmp_path)
     monkeypatch.setenv("WORLD_SIZE", "3" if changes.get("parallel.tp") == 3 else "1")
     built = []
-    monkeypatch.setattr("megatron_glmd.distill.trainer.init_distributed", lambda: built.append(True))
+    monkeypatch.setattr("megatron_glmd.engine.trainer.init_distributed", lambda: built.append(True))
     with pytest.raises(ConfigError, match=re.escape(message)):
         Trainer(_cfg(tmp_path, **changes), train_data())
     assert not built
@@ -104,14 +104,14 @@ def test_bad_configurations_stop_before_any_work(tmp_path, changes, message, mon
 
 def test_teacher_vocabulary_mismatch_is_named(tmp_path, monkeypatch):
     _teacher_dir(tmp_path, vocab_size=512)
-    monkeypatch.setattr("megatron_glmd.distill.trainer.init_distributed", lambda: pytest.fail("work started"))
+    monkeypatch.setattr("megatron_glmd.engine.trainer.init_distributed", lambda: pytest.fail("work started"))
     with pytest.raises(ConfigError, match=r"teacher vocab_size=512, student vocab_size=300"):
         Trainer(_cfg(tmp_path), train_data())
 
 
 def test_teacher_without_complete_checkpoint_is_named(tmp_path, monkeypatch):
     _teacher_dir(tmp_path)
-    monkeypatch.setattr("megatron_glmd.distill.trainer.init_distributed", lambda: pytest.fail("work started"))
+    monkeypatch.setattr("megatron_glmd.engine.trainer.init_distributed", lambda: pytest.fail("work started"))
     with pytest.raises(ConfigError, match="has no 'latest' file"):
         Trainer(_cfg(tmp_path), train_data())
 
@@ -129,6 +129,6 @@ def test_resume_with_other_tp_is_named(tmp_path, monkeypatch):
     import yaml
     saved = run_config("pretrain", 2, 1, str(save_dir))
     (save_dir / "config.yaml").write_text(yaml.safe_dump(saved.to_dict()))
-    monkeypatch.setattr("megatron_glmd.distill.trainer.init_distributed", lambda: pytest.fail("work started"))
+    monkeypatch.setattr("megatron_glmd.engine.trainer.init_distributed", lambda: pytest.fail("work started"))
     with pytest.raises(ConfigError, match=r"resume checkpoint has parallel.tp=2, this run has parallel.tp=1"):
         Trainer(run_config("pretrain", 1, 1, str(save_dir)), train_data())

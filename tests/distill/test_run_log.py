@@ -3,8 +3,8 @@ temporary files an atomic write cut short."""
 import dataclasses
 import os
 
-from megatron_glmd.distill import checkpointing as ckpt
-from megatron_glmd.distill.trainer import Trainer
+from megatron_glmd.checkpoint import checkpointing as ckpt
+from megatron_glmd.engine.trainer import Trainer
 from tests.distill.engine_cases import run_config, train_data
 from tests.distributed import run_distributed
 

@@ -44,7 +44,8 @@ def launch_command(stdout):
 
 
 def memory_rows(stdout):
-    """{stage: (student params, teacher params, s.w+g, optim, t.w, s.act, t.act, total)} from the table."""
+    """{stage: (student params, teacher params, s.w+g, bucket, optim, t.w, s.act, t.act, DP tr., total)} from
+    the table."""
     lines = stdout.splitlines()
     start = next(i for i, line in enumerate(lines) if line.split()[:3] == ["stage", "student", "params"])
     rows = {}
@@ -53,7 +54,7 @@ def memory_rows(stdout):
         if not cols or not cols[0].isdigit():
             break
         rows[int(cols[0])] = (int(cols[1].replace(",", "")), int(cols[2].replace(",", "")),
-                              *(float(c) for c in cols[3:9]))
+                              *(float(c) for c in cols[3:11]))
     return rows
 
 

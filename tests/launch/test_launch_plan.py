@@ -45,7 +45,10 @@ def test_layout_checks_accept_exactly_the_valid_layouts_of_40_gpus():
 def test_plan_holds_the_engines_partition(pp):
     cfg = load_run_config(CONFIG_10B, [f"parallel.pp={pp}", "parallel.tp=1"])
     plan = build_plan(cfg, nodes=1, gpus_per_node=pp, teacher=preset("glm-10b"))
-    assert [s.layers for s in plan.stages] == run_partition(cfg, preset("glm-10b"))
+    # auto: recompute only where the layout does not fit 40 GiB without it; the engine's partition for that
+    assert plan.checkpoint_activations == (plan.checkpointing.needed_off_gib > 40)
+    recompute = plan.checkpoint_activations
+    assert [s.layers for s in plan.stages] == run_partition(cfg, preset("glm-10b"), recompute=recompute)
     for attr, layers in (("student", 36), ("teacher", 48)):
         ranges = [getattr(s.layers, attr) for s in plan.stages]
         assert ranges[0][0] == 0 and ranges[-1][1] == layers
@@ -66,16 +69,21 @@ def test_rank_to_stage_and_node_mapping():
 
 
 def test_fp32_memory_and_no_checkpointing_activations_are_larger():
-    base = build_plan(load_run_config(CONFIG_10B), nodes=5, gpus_per_node=8, teacher=preset("glm-10b"))
-    fp32 = build_plan(load_run_config(CONFIG_10B, ["train.precision=fp32"]), nodes=5, gpus_per_node=8,
+    on = ["train.checkpoint_activations=true"]
+    base = build_plan(load_run_config(CONFIG_10B, on), nodes=5, gpus_per_node=8, teacher=preset("glm-10b"))
+    fp32 = build_plan(load_run_config(CONFIG_10B, on + ["train.precision=fp32"]), nodes=5, gpus_per_node=8,
                       teacher=preset("glm-10b"))
     full = build_plan(load_run_config(CONFIG_10B, ["train.checkpoint_activations=false"]), nodes=5,
                       gpus_per_node=8, teacher=preset("glm-10b"))
     tp, dp = base.tp, base.dp
     for b, f, a in zip(base.stages, fp32.stages, full.stages):
         n = b.memory.student_params
-        assert f.memory.student_weights_grads == 8 * n and f.memory.optimizer == math.ceil(8 * n / dp)
-        assert b.memory.student_weights_grads == 6 * n and b.memory.optimizer == math.ceil(12 * n / dp)
+        # fp32: DeepSpeedZeroOptimizer stage 1 keeps fp32 weights and grads, clones an fp32 master
+        # partition (12/DP with Adam's moments) and a 5e8-element fp32 gradient bucket.
+        assert f.memory.student_weights_grads == 8 * n and f.memory.optimizer == math.ceil(12 * n / dp)
+        assert f.memory.grad_bucket == 4 * 500_000_000
+        assert b.memory.student_weights_grads == 8 * n and b.memory.optimizer == math.ceil(12 * n / dp)
+        assert b.memory.grad_bucket == 0
         assert f.memory.teacher_weights == 2 * b.memory.teacher_weights
         # Without checkpointing every in-flight micro-batch keeps each layer's full activations
         # instead of its input, and no layer is recomputed: the difference is exactly that (same
@@ -137,8 +145,8 @@ def test_cli_rank_lists_layouts_fastest_first_with_the_reason(capsys):
     assert launch_plan.main(["--config", CONFIG_10B, "--nodes", "5", "--teacher-model", "glm-10b", "--rank",
                              "--top", "6"]) == 0
     out = capsys.readouterr().out
-    rows = re.findall(r"^\s+(\d+)  TP=(\d+) PP=(\d+) DP=(\d+) mb=(\d+)\s+([\d.]+)%\s+([+\d.]+)%\s+([\d.]+)\s+"
-                      r"([\d.]+)\s+([\d.]+)%\s+([\d.]+)%\s+([\d.]+)$", out, re.M)
+    rows = re.findall(r"^\s+(\d+)  TP=(\d+) PP=(\d+) DP=(\d+) mb=(\d+) ckpt=(?:on|off)\s+\*?\s+([\d.]+)%\s+"
+                      r"([+\d.]+)%\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)%\s+([\d.]+)%\s+([\d.]+)\s+\d+/\d+$", out, re.M)
     assert [int(r[0]) for r in rows] == list(range(1, 7)), out
     steps = [float(r[7]) for r in rows]
     assert steps == sorted(steps)
@@ -149,8 +157,27 @@ def test_cli_rank_lists_layouts_fastest_first_with_the_reason(capsys):
         assert float(r[8]) == pytest.approx(150_000 * float(r[7]) / 3600, abs=0.2)
     # The run config's layout is the model's fastest, and the output says why it beats the runner-up.
     assert rows[0][1:5] == ("2", "5", "4", "1")
-    assert re.search(r"^why: +TP=2 PP=5 DP=4 mb=1 beats TP=\d+ PP=\d+ DP=\d+ mb=\d+ by [\d.]+ ms/step", out, re.M)
-    assert "config:      the run config's layout ranks first" in out
+    assert re.search(r"^\s+1  TP=2 PP=5 DP=4 mb=1 ckpt=off +\* ", out, re.M)   # auto's choice for the layout
+    assert re.search(r"^why: +TP=2 PP=5 DP=4 mb=1 ckpt=off beats TP=\d+ PP=\d+ DP=\d+ mb=\d+ ckpt=o(n|ff) by "
+                     r"[\d.]+ ms/step", out, re.M)
+    assert ("config:      the run config's TP=2 PP=5 DP=4 mb=1 ckpt=off (checkpoint_activations: auto) ranks first"
+            in out)
+
+
+def test_cli_launch_us_marks_launch_bound_stages(capsys):
+    """--launch-us sets the host time per kernel launch: at TP=4 (half the GPU time per stage of TP=2, the
+    same launches) stage 1 (10 student layers, 8 teacher layers: 10 x 68 + 8 x 23 = 864 launches) is
+    launch-bound at the default 8 us and not at 5 us (4.3 ms of launches against ~5.9 ms on the GPU)."""
+    base = ["--config", CONFIG_10B, "--nodes", "5", "--teacher-model", "glm-10b", "--set", "parallel.tp=4"]
+    for us, bound in (("8", True), ("5", False)):
+        assert launch_plan.main(base + ["--launch-us", us]) == 0
+        out = capsys.readouterr().out
+        row = re.search(r"^\s+1\s+[\d.]+\s+[\d.]+\s+[\d.]+\s+[+-][\d.]+%\s+[\d.]+\s+[\d.]+\s+([\d.]+)\s+[\d.]+\s+"
+                        r"[\d.]+(  launch-bound)?$", out, re.M)
+        assert row, out
+        assert float(row[1]) == pytest.approx(864 * float(us) * 1e-3, abs=6e-4)
+        assert bool(row[2]) is bound
+        assert ("launches:    stage(s) 1 launch-bound" in out) is bound
 
 
 def test_expand_nodelist_cli_imports_no_torch():
@@ -169,7 +196,7 @@ def test_local_dry_run_one_node():
     assert "global 64 = micro-batch 4 x accumulation 8 x DP 2" in out
     assert layer_rows(out) == {0: ((0, 35), (0, 47))}
     rows = memory_rows(out)
-    assert list(rows) == [0] and rows[0][7] < 40
+    assert list(rows) == [0] and rows[0][9] < 40
     assert ": fits A100-40GB" in out
     argv = launch_command(out)
     assert argv[:4] == ["torchrun", "--standalone", "--nnodes=1", "--nproc_per_node=8"]

@@ -136,12 +136,13 @@ def test_run_partition_reads_the_run_config_and_keeps_intermediate_pairs():
 
     config = os.path.join(os.path.dirname(__file__), "..", "..", "launch", "configs", "distill_10b_2b.yaml")
     teacher = preset("glm-10b")
-    cfg = load_run_config(config)
+    on = ["train.checkpoint_activations=true"]    # the config's auto is resolved per layout by the planner
+    cfg = load_run_config(config, on)
     assert run_partition(cfg, teacher) == partition_layers(preset("glm-2b"), teacher, cfg.parallel.pp, seq_length=512,
                                                            recompute=True, tp=cfg.parallel.tp)
-    with_pairs = run_partition(load_run_config(config, ["loss.intermediate_weight=1.0"]), teacher)
+    with_pairs = run_partition(load_run_config(config, on + ["loss.intermediate_weight=1.0"]), teacher)
     for i, j in uniform_layer_pairs(36, 48):
         stage = next(p for p in with_pairs if p.student[0] <= i < p.student[1])
         assert stage.teacher[0] <= j < stage.teacher[1]
-    alone = run_partition(load_run_config(config, ["mode=pretrain"]), None)
+    alone = run_partition(load_run_config(config, on + ["mode=pretrain"]), None)
     assert all(p.teacher is None for p in alone) and alone[-1].student[1] == 36

@@ -23,8 +23,8 @@ def test_candidates_are_exactly_the_valid_layouts(ranking):
     # at most 36 layers; DP = 40 / (TP PP) divides the batch 64; micro-batch divides 64 / DP.
     expected = {(tp, pp, mb) for tp in (1, 2, 4, 8) for pp in range(1, 37) if 40 % (tp * pp) == 0
                 for dp in [40 // (tp * pp)] if 64 % dp == 0 for mb in range(1, 65) if (64 // dp) % mb == 0}
-    got = {(p.tp, p.pp, p.micro_batch) for p in ranking.plans + ranking.over_memory}
-    assert got == expected
+    got = sorted((p.tp, p.pp, p.micro_batch, p.checkpoint_activations) for p in ranking.plans + ranking.over_memory)
+    assert got == sorted((*layout, checkpoint) for layout in expected for checkpoint in (False, True))
     assert {pp for _, pp, _ in expected} == {5, 10, 20}
     assert not ranking.over_memory          # at 40 GiB every one of them fits
     assert all("not divisible" in msg or "must be <=" in msg for _, msg in ranking.refused)
@@ -54,7 +54,7 @@ def test_memory_budget_filters_and_ties_break_on_memory():
     # and the smaller memory ranks first.
     one = rank_layouts(load_run_config(CONFIG, ["parallel.pp=1"]), nodes=1, gpus_per_node=8,
                        teacher=preset("glm-10b"), hardware=Hardware(gpu_memory_gib=0.0))
-    tied = [p for p in one.plans if p.tp == 1 and p.pp == 1]
+    tied = [p for p in one.plans if p.tp == 1 and p.pp == 1 and not p.checkpoint_activations]
     assert [p.micro_batch for p in tied] == sorted(p.micro_batch for p in tied)
     assert "ties" in why_first(tied[0], tied[1])
 

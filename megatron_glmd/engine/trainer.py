@@ -26,15 +26,18 @@ from ..model.partition import run_partition
 from ..parallel.grid import ParallelGrid
 from ..parallel.layers import initialize_parameters
 from ..parallel.random import model_parallel_seed
-from . import checkpointing as ckpt
-from .checkpoint_checks import check_run_checkpoints
-from .elastic import load_engine_checkpoint
-from .engine import build_engine, engine_device, init_distributed, pipeline_item
+from ..plan.checkpointing import AUTO
+from ..plan.hardware import Hardware
+from ..checkpoint import checkpointing as ckpt
+from ..checkpoint.checks import check_run_checkpoints, resolve_auto_checkpointing
+from ..checkpoint.elastic import load_engine_checkpoint
+from .deepspeed_setup import build_engine, device_memory_gib, engine_device, init_distributed, pipeline_item
 from .metrics import RunLogger, TrainingDiverged, default_peak_tflops, nonfinite_parts, throughput
-from .objective import EVAL_FIELDS, Objective
+from ..distill.objective import EVAL_FIELDS, Objective
 from .pipeline import build_pipeline
-from .safe_load import CheckpointError
-from .vocab_compression import keep_copy, prepare_run
+from .quiet import set_verbose
+from ..checkpoint.safe_load import CheckpointError
+from ..distill.vocab_compression import keep_copy, prepare_run
 
 
 class Trainer:
@@ -50,11 +53,18 @@ class Trainer:
         self.cfg, self.compression, compression_note = prepare_run(self.cfg)
         cfg = self.cfg
         self.teacher_config = check_run_checkpoints(cfg, self.compression)
+        set_verbose(cfg.logging.verbose)     # before DeepSpeed is imported: its import logs a warning
         init_distributed()
         self.logger = RunLogger(log, dist.get_rank() == 0, cfg.logging.tensorboard_dir)
         self.log = self.logger.log
         if compression_note:
             self.log(compression_note)
+        if cfg.train.checkpoint_activations == AUTO:   # the planner's decision for this layout and device
+            dp = world // (cfg.parallel.tp * cfg.parallel.pp)
+            self.cfg, why = resolve_auto_checkpointing(cfg, self.teacher_config, dp, device_memory_gib(),
+                                                       Hardware().reserve_gib)
+            cfg = self.cfg
+            self.log(why)
         self.train_data, self.valid_data = train_data, valid_data
         self.grid = ParallelGrid.build(tp_size=cfg.parallel.tp, pp_size=cfg.parallel.pp)
         self.dp = self.grid.dp_size

@@ -28,7 +28,8 @@ from ..config import ModelConfig
 from ..model import GLMStage
 from ..model.partition import StageLayers
 from ..parallel.grid import ParallelGrid
-from .intermediate import AddAuxiliaryGradient, IntermediateLayerLoss, stage_pairs
+from ..distill.intermediate import AddAuxiliaryGradient, IntermediateLayerLoss, stage_pairs
+from .quiet import deepspeed_prints
 from ..model.attention_mask import valid_token_mask
 
 # DeepSpeed wants a gradient back for every floating-point tensor a stage receives, so the frozen
@@ -142,5 +143,6 @@ def build_pipeline(student_config: ModelConfig, grid: ParallelGrid, partition: S
     topology = PipeModelDataParallelTopology(num_pp=grid.pp_size, num_mp=grid.tp_size, num_dp=grid.dp_size)
     specs = [LayerSpec(DistillStage, k, student_config, grid, partition[k], teacher_config, intermediate_loss,
                        compression) for k in range(grid.pp_size)]
-    return GLMDPipeline(layers=specs, topology=topology, loss_fn=loss_fn, partition_method="uniform",
-                        activation_checkpoint_interval=0)
+    with deepspeed_prints():     # PipelineModule prints its seed settings, topology and partition on rank 0
+        return GLMDPipeline(layers=specs, topology=topology, loss_fn=loss_fn, partition_method="uniform",
+                            activation_checkpoint_interval=0)

@@ -23,8 +23,8 @@ from ..config import RunConfig
 from ..config.stage2 import resolve_schedule
 from ..data.loader import DataParallelLoader
 from ..tasks import compute_metrics
-from .task_data import EpochSamples, PaddedSplit, TaskCollate, TaskData, load_task_data
-from .task_objective import TaskObjective
+from ..distill.task_data import EpochSamples, PaddedSplit, TaskCollate, TaskData, load_task_data
+from ..distill.task_objective import TaskObjective
 from .trainer import Trainer
 
 

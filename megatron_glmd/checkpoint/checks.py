@@ -7,16 +7,17 @@ must fit the run (layout, model shape, vocabulary) or the run stops with one lin
 from __future__ import annotations
 
 import os
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch.distributed as dist
 
 from ..config import ConfigError, ModelConfig, RunConfig, check_teacher_model
 from ..config.stage2 import TEACHER_MODES
 from ..model.partition import run_partition
+from ..plan.checkpointing import resolve_checkpointing, with_checkpointing
 from . import checkpointing as ckpt
 from .elastic import check_dp_change
-from .vocab_compression import check_teacher
+from ..distill.vocab_compression import check_teacher
 
 
 def check_compatible(saved: RunConfig, current: RunConfig, save_dir: str, what: str) -> None:
@@ -75,7 +76,9 @@ def check_run_checkpoints(cfg: RunConfig, compression=None) -> Optional[ModelCon
     teacher = None
     if cfg.mode in TEACHER_MODES:
         teacher = teacher_model_config(cfg, compression)
-        run_partition(cfg, teacher)   # refuses intermediate-loss pairs that no partition keeps together
+        # Refuses intermediate-loss pairs that no partition keeps together, which does not depend on
+        # recompute (train.checkpoint_activations may still be 'auto' here).
+        run_partition(cfg, teacher, recompute=False)
     elif cfg.loss.intermediate_weight > 0:
         raise ConfigError("loss.intermediate_weight needs mode 'distill' (it compares with a teacher)")
     if cfg.init_checkpoint:
@@ -101,3 +104,22 @@ def check_init_checkpoint(cfg: RunConfig) -> None:
     check_same_model(saved.model, cfg.model, os.path.join(init, ckpt.CONFIG), "init")
     if ckpt.latest_tag(init) is None:
         raise ConfigError(f"init_checkpoint {init} has no '{ckpt.LATEST}' file: no complete checkpoint to load")
+
+
+def resolve_auto_checkpointing(cfg: RunConfig, teacher: Optional[ModelConfig], dp: int, memory_gib: float,
+                               reserve_gib: float) -> Tuple[RunConfig, str]:
+    """``train.checkpoint_activations: auto`` resolved for this run, and the line that says why.
+
+    A resumed run keeps the setting its checkpoint was trained with: the layer partition (and so
+    each stage's checkpoint files) depends on it, and another data-parallel size or GPU could flip
+    the planner's choice. A fresh run takes the planner's choice for its layout and device.
+    """
+    save_dir = cfg.checkpoint.save_dir
+    if (save_dir and cfg.checkpoint.resume and os.path.isdir(save_dir)
+            and ckpt.resume_tag(save_dir, cfg.checkpoint.load_tag)):
+        kept = ckpt.saved_run_config(save_dir).train.checkpoint_activations
+        if isinstance(kept, bool):
+            return (with_checkpointing(cfg, kept), f"activation checkpointing auto -> {'on' if kept else 'off'}: "
+                    f"kept from the checkpoint this run resumes ({save_dir}; the layer partition depends on it)")
+    cfg, choice = resolve_checkpointing(cfg, teacher, dp, memory_gib, reserve_gib)
+    return cfg, choice.describe()

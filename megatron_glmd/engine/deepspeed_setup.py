@@ -15,9 +15,10 @@ import torch
 import torch.distributed as dist
 
 from ..config import RunConfig
+from ..distill.objective import LABEL_KEYS
+from .quiet import deepspeed_prints
 
 INPUT_KEYS = ("input_ids", "position_ids", "sep", "length")   # what the first stage reads
-LABEL_KEYS = ("target_ids", "loss_mask", "length")            # what the stage-1 loss reads (Objective.label_keys)
 
 
 def pipeline_item(batch: Dict[str, torch.Tensor], label_keys: Sequence[str] = LABEL_KEYS):
@@ -50,7 +51,8 @@ def init_distributed() -> None:
     for var, default in (("MASTER_ADDR", "127.0.0.1"), ("MASTER_PORT", "29500"), ("RANK", "0"),
                          ("WORLD_SIZE", "1"), ("LOCAL_RANK", "0")):
         os.environ.setdefault(var, default)
-    deepspeed.init_distributed(dist_backend=dist.get_backend() if dist.is_initialized() else backend)
+    with deepspeed_prints():     # its CPU communication op says it was built
+        deepspeed.init_distributed(dist_backend=dist.get_backend() if dist.is_initialized() else backend)
 
 
 def build_engine(cfg: RunConfig, pipe, trained_modules, ds_config: dict):
@@ -62,7 +64,7 @@ def build_engine(cfg: RunConfig, pipe, trained_modules, ds_config: dict):
     import deepspeed
 
     from .optim import build_optimizer, build_scheduler, param_groups
-    from .safe_load import make_loads_safe
+    from ..checkpoint.safe_load import make_loads_safe
 
     optimizer = build_optimizer(param_groups(trained_modules, cfg.optimizer.weight_decay), cfg.optimizer)
     engine, _, _, _ = deepspeed.initialize(model=pipe, optimizer=optimizer, config=ds_config,
@@ -74,3 +76,11 @@ def build_engine(cfg: RunConfig, pipe, trained_modules, ds_config: dict):
 def engine_device() -> torch.device:
     """The device of this rank's model and of every tensor its collectives see."""
     return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+
+
+def device_memory_gib() -> float:
+    """This rank's GPU memory in GiB, the budget ``train.checkpoint_activations: auto`` is decided
+    against (:mod:`megatron_glmd.plan.checkpointing`); 0 on the CPU (no budget)."""
+    if not torch.cuda.is_available():
+        return 0.0
+    return torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory / 2 ** 30
