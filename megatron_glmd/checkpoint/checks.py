@@ -52,13 +52,15 @@ def check_same_model(saved: ModelConfig, current: ModelConfig, path: str, what: 
 
 def teacher_model_config(cfg: RunConfig, compression=None) -> ModelConfig:
     """The teacher's shape from its checkpoint, built as the run uses it: in the run's precision (it is
-    never trained) and without dropout or recompute (it runs in eval mode, forward only). With a
+    never trained), without dropout or recompute (it runs in eval mode, forward only) and with the
+    run's attention and compile settings (how it runs, not what it is). With a
     compressed vocabulary the teacher keeps the full one: the artifact's."""
     saved = ckpt.saved_run_config(cfg.teacher_checkpoint)
     path = os.path.join(cfg.teacher_checkpoint, ckpt.CONFIG)
     check_compatible(saved, cfg, cfg.teacher_checkpoint, "teacher")
     teacher = saved.model.replace(dtype=cfg.train.precision, hidden_dropout=0.0, attention_dropout=0.0,
-                                  checkpoint_activations=False)
+                                  checkpoint_activations=False, attention=cfg.model.attention,
+                                  compile=cfg.model.compile)
     student = cfg.model
     if compression is not None:
         check_teacher(teacher, compression, path)

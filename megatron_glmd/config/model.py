@@ -22,6 +22,8 @@ from .base import ConfigError, dataclass_from_dict, read_yaml_mapping
 
 PRECISIONS = ("fp32", "bf16", "fp16")   # of model weights and of a training run
 GELU_VARIANTS = ("tanh", "erf")         # GLM's training code uses tanh; its Hugging Face port uses erf
+ATTENTION_SETTINGS = ("auto", "flex", "sdpa")  # model.attention (megatron_glmd.model.attention)
+COMPILE_SETTINGS = ("auto", "on", "off")       # model.compile; YAML true/false mean on/off
 
 
 def pad_vocab_size(vocab_size: int, tp_size: int, multiple: int = 128) -> int:
@@ -50,6 +52,8 @@ class ModelConfig:
     checkpoint_activations: bool = False
     dtype: str = "fp32"
     gelu: str = "tanh"                   # GeLU variant, one of GELU_VARIANTS; an imported model keeps its source's
+    attention: str = "auto"              # flex | sdpa | auto (flex on CUDA when no attention dropout is drawn)
+    compile: str = "auto"                # torch.compile each transformer layer: on | off | auto (on for CUDA)
 
     @property
     def ffn_size(self) -> int:
@@ -88,6 +92,11 @@ class ModelConfig:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
         if self.gelu not in GELU_VARIANTS:
             raise ConfigError(f"gelu must be one of {', '.join(GELU_VARIANTS)}, got {self.gelu!r}")
+        if self.attention not in ATTENTION_SETTINGS:
+            raise ConfigError(f"attention must be one of {', '.join(ATTENTION_SETTINGS)}, got {self.attention!r}")
+        if self.compile not in COMPILE_SETTINGS:
+            raise ConfigError(f"compile must be one of {', '.join(COMPILE_SETTINGS)} (or true/false), "
+                              f"got {self.compile!r}")
         if self.dtype not in PRECISIONS:
             raise ConfigError(f"dtype must be one of {', '.join(PRECISIONS)}, got {self.dtype!r}")
         if self.hidden_size % self.num_attention_heads:
@@ -128,6 +137,8 @@ def from_dict(values: Dict[str, Any], *, where: str = "") -> ModelConfig:
         if preset_name not in PRESETS:
             raise ConfigError(f"{prefix}unknown preset {preset_name!r}; choose from {', '.join(PRESETS)}")
         values = {**PRESETS[preset_name], **values}
+    if isinstance(values.get("compile"), bool):      # YAML's `compile: true` / `false`
+        values["compile"] = "on" if values["compile"] else "off"
     return dataclass_from_dict(ModelConfig, values, where=prefix)
 
 

@@ -26,7 +26,8 @@ from ..config import ModelConfig
 from ..parallel.layers import VocabParallelEmbedding, initialize_parameters, mark_parameter
 from ..parallel.mappings import copy_to_tp, group_size
 from ..parallel.random import checkpoint
-from .attention_mask import glm_attention_mask
+from .attention import AttentionMask, attention_path
+from .compile import COMPILE_KWARGS, compile_layers_on
 from .norm import layer_norm
 from .transformer import GLMBlock
 
@@ -79,6 +80,7 @@ class GLMStage(nn.Module):
                                      for i in range(*self.layer_range)})
         if self.is_last:
             self.final_layernorm = layer_norm(h, config.layernorm_epsilon, dtype=dtype, device=device)
+        self._compile_decided = False     # model.compile is resolved on the device of the first batch
 
     def init_weights(self, seed: int) -> "GLMStage":
         """Seeded init that depends only on (seed, global parameter name): TP- and PP-independent."""
@@ -127,12 +129,27 @@ class GLMStage(nn.Module):
         weight = getattr(self, "output_weight", None)
         return F.linear(copy_to_tp(hidden, self.tp_group), self.word_embeddings.weight if weight is None else weight)
 
+    def attention_mask(self, mask: AttentionMask) -> AttentionMask:
+        """Prepare this micro-batch's mask once for all of the stage's layers, in the form the
+        stage's attention path needs (flex unless attention dropout is drawn or, on the CPU, a
+        gradient is needed: see .attention);
+        compile the layers on the first call if ``model.compile`` says so for this device."""
+        device_type = mask.length.device.type
+        if not self._compile_decided:
+            self._compile_decided = True
+            if compile_layers_on(self.config.compile, device_type):
+                for layer in self.layers.values():
+                    layer.compile(**COMPILE_KWARGS)
+        dropout = self.training and self.config.attention_dropout > 0
+        return mask.prepare(attention_path(self.config.attention, dropout_active=dropout, device_type=device_type,
+                                           needs_grad=torch.is_grad_enabled()))
+
     def forward(self, inputs: torch.Tensor, position_ids: Optional[torch.Tensor], sep: torch.Tensor,
                 length: torch.Tensor) -> torch.Tensor:
         """First stage: ``inputs`` are token ids ``[b, s]``; other stages: hidden states ``[b, s, h]``.
         Returns hidden states, or vocab-parallel logits on the last stage."""
         hidden = self.embed(inputs, position_ids) if self.is_first else inputs
-        mask = glm_attention_mask(sep, length, hidden.shape[1])
+        mask = self.attention_mask(AttentionMask.glm(sep, length, hidden.shape[1]))
         recompute = self.config.checkpoint_activations and self.training and torch.is_grad_enabled()
         for layer in self.layers.values():
             hidden = checkpoint(layer, hidden, mask) if recompute else layer(hidden, mask)

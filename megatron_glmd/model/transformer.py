@@ -11,12 +11,13 @@ from torch import nn
 from ..config import ModelConfig
 from ..parallel.layers import ColumnParallelLinear, RowParallelLinear
 from ..parallel.mappings import group_size
-from ..parallel.random import get_rng_tracker
+from .attention import AttentionMask, attend
 from .norm import layer_norm
 
 
 class ParallelSelfAttention(nn.Module):
-    """Fused QKV (column-parallel, rows laid out [head, q|k|v, head_dim]) → SDPA → row-parallel output."""
+    """Fused QKV (column-parallel, rows laid out [head, q|k|v, head_dim]) → :func:`.attention.attend`
+    (flex or SDPA, by the prepared mask) → row-parallel output."""
 
     def __init__(self, config: ModelConfig, tp_group: Optional[dist.ProcessGroup], dtype=None, device=None):
         super().__init__()
@@ -29,16 +30,11 @@ class ParallelSelfAttention(nn.Module):
         self.dense = RowParallelLinear(h, h, init_std=config.output_init_std, tp_group=tp_group,
                                        dtype=dtype, device=device)
 
-    def forward(self, x: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, attention_mask: AttentionMask) -> torch.Tensor:
         b, s, _ = x.shape
         qkv = self.qkv(x).view(b, s, self.local_heads, 3, self.head_dim)
         q, k, v = (t.transpose(1, 2) for t in qkv.unbind(dim=3))       # [b, heads, s, hd]
-        if self.training and self.dropout > 0:
-            # Attention probabilities belong to this rank's heads: draw their dropout on the TP stream.
-            with get_rng_tracker().fork():
-                ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=attention_mask, dropout_p=self.dropout)
-        else:
-            ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=attention_mask)
+        ctx = attend(q, k, v, attention_mask, self.dropout if self.training else 0.0)
         return self.dense(ctx.transpose(1, 2).reshape(b, s, self.local_heads * self.head_dim))
 
 
@@ -73,6 +69,6 @@ class GLMBlock(nn.Module):
         self.mlp = ParallelMLP(config, tp_group, dtype=dtype, device=device)
         self.hidden_dropout = nn.Dropout(config.hidden_dropout)  # replicated activations: shared stream
 
-    def forward(self, x: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, attention_mask: AttentionMask) -> torch.Tensor:
         x = x + self.hidden_dropout(self.attention(self.input_layernorm(x), attention_mask))
         return x + self.hidden_dropout(self.mlp(self.post_attention_layernorm(x)))

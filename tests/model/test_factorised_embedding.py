@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from megatron_glmd.config import ConfigError, from_dict
 from megatron_glmd.model import GLMStage
-from megatron_glmd.model.attention_mask import glm_attention_mask
+from megatron_glmd.model.attention import AttentionMask
 from megatron_glmd.parallel import ParallelGrid, gather_from_tp
 from tests.distributed import run_distributed
 from tests.model.helpers import full_gradients, glm_batch, tiny_config
@@ -29,7 +29,7 @@ def naive_logits(model: GLMStage, ids, position_ids, sep, length):
     table, projection = model.word_embeddings.weight, model.embedding_projection.weight   # [V, E], [h, E]
     hidden = table[ids] @ projection.t() + model.position_embeddings.weight[position_ids[:, 0]] \
         + model.block_position_embeddings.weight[position_ids[:, 1]]
-    mask = glm_attention_mask(sep, length, ids.shape[1])
+    mask = AttentionMask.glm(sep, length, ids.shape[1]).prepare("sdpa")
     for layer in model.layers.values():
         hidden = layer(hidden, mask)
     hidden = model.final_layernorm(hidden)
