@@ -21,10 +21,14 @@ from tools._cli import run  # noqa: E402
 
 
 def parse_args(argv=None):
+    from megatron_glmd.data.tokenizer import TOKENIZER_TYPES
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-prefix", nargs="+", required=True)
     p.add_argument("--tokenizer-model", required=True,
-                   help="SentencePiece .model, or GLM's BPE files (a folder, vocab.json or tokenizer.json)")
+                   help="SentencePiece .model, GLM's BPE files (a folder, vocab.json or tokenizer.json), "
+                        "or a Hugging Face tokenizer.json (with --tokenizer-type hf)")
+    p.add_argument("--tokenizer-type", default="auto", choices=TOKENIZER_TYPES,
+                   help="auto: .json files and folders are GLM's BPE, everything else SentencePiece")
     p.add_argument("--output", required=True)
     p.add_argument("--protected-tokens", help="file with one vocabulary piece per line")
     p.add_argument("--workers", type=int, default=1)
@@ -41,7 +45,7 @@ def main(argv=None) -> int:
         from megatron_glmd.data.tokenizer import load_tokenizer
         from megatron_glmd.compress.ranking import rank_vocabulary, special_token_ids
         from megatron_glmd.data.vocab_frequency import count_token_ids, read_protected_tokens, write_frequency_tsv
-        tok = load_tokenizer(args.tokenizer_model)
+        tok = load_tokenizer(args.tokenizer_model, args.tokenizer_type)
         protected = read_protected_tokens(args.protected_tokens, tok.token_to_id) if args.protected_tokens else []
         out_dir = os.path.dirname(os.path.abspath(args.output))
         if not os.path.isdir(out_dir):

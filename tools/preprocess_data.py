@@ -3,6 +3,8 @@
 
     python tools/preprocess_data.py --input a.txt b.jsonl --output-prefix data/corpus \
         --tokenizer-model spm.model --workers 8
+    python tools/preprocess_data.py --input a.jsonl --output-prefix data/corpus \
+        --tokenizer-model llama3/tokenizer.json --tokenizer-type hf
 
 Plain text: one document per blank-line-separated block. JSONL (.jsonl/.json): the text under
 --json-key. Output appears atomically once every input was read without error.
@@ -18,10 +20,14 @@ from tools._cli import run  # noqa: E402
 
 
 def parse_args(argv=None):
+    from megatron_glmd.data.tokenizer import TOKENIZER_TYPES
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--input", nargs="+", required=True)
     p.add_argument("--output-prefix", required=True)
-    p.add_argument("--tokenizer-model", required=True)
+    p.add_argument("--tokenizer-model", required=True,
+                   help="SentencePiece .model, GLM's BPE files, or a Hugging Face tokenizer.json (with --tokenizer-type hf)")
+    p.add_argument("--tokenizer-type", default="auto", choices=TOKENIZER_TYPES,
+                   help="auto: .json files and folders are GLM's BPE, everything else SentencePiece")
     p.add_argument("--json-key", default="text")
     p.add_argument("--input-format", default="auto", choices=["auto", "text", "jsonl"],
                    help="auto: .jsonl/.json files are JSONL, everything else plain text")
@@ -39,7 +45,8 @@ def main(argv=None) -> int:
         from megatron_glmd.data.preprocess import preprocess
         stats = preprocess(args.input, args.output_prefix, args.tokenizer_model, json_key=args.json_key,
                            workers=args.workers, input_format=args.input_format,
-                           split_into_sentences=not args.no_split_sentences, progress=not args.quiet)
+                           split_into_sentences=not args.no_split_sentences, progress=not args.quiet,
+                           tokenizer_type=args.tokenizer_type)
         print(f"wrote {args.output_prefix}.bin/.idx: {stats.documents} documents, {stats.sentences} sentences, "
               f"{stats.tokens} tokens from {stats.input_bytes / 1e6:.1f} MB in {stats.seconds:.2f} s "
               f"({stats.mb_per_s:.2f} MB/s, {stats.tokens_per_s / 1e6:.2f} M tokens/s, {args.workers} workers)")

@@ -4,8 +4,10 @@
     python tools/slice_embeddings.py --teacher runs/teacher --frequencies freq.tsv --ratio 0.5 \
         --output vc/ [--mapping inner|cosine|euclidean|unk] [--student-model tiny-student]
 
---teacher is a megatron-glmd checkpoint directory (any TP/PP); --frequencies the table written by
-tools/count_vocab_freq.py for the teacher's tokenizer. Keeps K = ceil(v · r_v / 128) · 128
+--teacher is a megatron-glmd checkpoint directory (any TP/PP, either model family; an untied
+decoder's sliced matrix comes from its output layer, the token map from its word embedding);
+--frequencies the table written by tools/count_vocab_freq.py for the teacher's tokenizer (a
+tokenizer.json with --tokenizer-type hf too). Keeps K = ceil(v · r_v / 128) · 128
 top-ranked tokens (or --kept K), maps every dropped token to a kept ordinary token by the teacher's
 word-embedding rows (chunks of the v × K scores on a GPU when there is one, with a progress bar),
 and writes the directory --output atomically: tensors.safetensors (kept_ids, token_map,
@@ -86,8 +88,9 @@ def main(argv=None) -> int:
 
         _, state = step(args.teacher, read_checkpoint, args.teacher)
         start = time.perf_counter()
+        # An untied decoder's output layer (model/decoder.py) is what its teacher decodes with.
         artifact = compress_vocabulary(state[EMBEDDING], table, kept, mapping=args.mapping, ratio=args.ratio,
-                                       unk_id=unk_id, student_width=width,
+                                       unk_id=unk_id, student_width=width, output_matrix=state.get("lm_head"),
                                        device=None if args.device == "auto" else args.device,
                                        max_chunk_bytes=args.chunk_mib << 20, progress=not args.quiet)
         seconds = time.perf_counter() - start

@@ -44,7 +44,8 @@ def check_compatible(saved: RunConfig, current: RunConfig, save_dir: str, what: 
 
 
 def check_same_model(saved: ModelConfig, current: ModelConfig, path: str, what: str) -> None:
-    for name in ("num_layers", "hidden_size", "num_attention_heads", "vocab_size", "ffn_size", "max_sequence_length"):
+    for name in ("architecture", "num_layers", "hidden_size", "num_attention_heads", "vocab_size", "ffn_size",
+                 "max_sequence_length", "num_key_value_heads", "tie_word_embeddings", "qkv_bias"):
         old, new = getattr(saved, name), getattr(current, name)
         if old != new:
             raise ConfigError(f"{path}: {what} model has {name}={old}, this run expects {name}={new}")

@@ -17,10 +17,12 @@ import numpy as np
 
 from ..data.errors import DataError
 
-# The tokenizer attributes that name special ids (data/tokenizer.py, data/glm_bpe.py; None where a
-# tokenizer lacks the role): none of them is ever a mapping target, all of them are protected.
+# The tokenizer attributes that name special ids (data/tokenizer.py, data/glm_bpe.py,
+# data/hf_tokenizer.py; None where a tokenizer lacks the role): none of them is ever a mapping
+# target, all of them are protected. Other added tokens of a tokenizer.json (Llama-3's 250 reserved
+# ones, chat markers) rank by their counts like any token; list the ones you need as protected.
 SPECIAL_ID_ATTRIBUTES = ("pad_id", "unk_id", "cls_id", "sep_id", "mask_id", "smask_id", "gmask_id",
-                         "sop_id", "eop_id", "dblock_id", "eod_id")
+                         "sop_id", "eop_id", "dblock_id", "eod_id", "bos_id")
 
 
 def special_token_ids(tokenizer) -> List[int]:

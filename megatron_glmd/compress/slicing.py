@@ -57,11 +57,14 @@ def compress_vocabulary(embedding: torch.Tensor, table: FrequencyTable, kept_ids
                         mapping: str = "inner", ratio: Optional[float] = None, unk_id: Optional[int] = None,
                         student_width: Optional[int] = None, device=None,
                         max_chunk_bytes: int = DEFAULT_CHUNK_BYTES, chunk_rows: Optional[int] = None,
-                        progress: bool = True) -> VocabCompression:
+                        progress: bool = True, output_matrix: Optional[torch.Tensor] = None) -> VocabCompression:
     """Token map, sliced teacher matrix and summary for the teacher word embedding ``[v(+pad), h]``.
 
     ``student_width``: the width of the student's word embedding (``embedding_size`` when
-    factorised, else ``hidden_size``), for the parameters-saved figure.
+    factorised, else ``hidden_size``), for the parameters-saved figure. ``output_matrix``: the
+    teacher's output layer ``[v(+pad), h]`` when it is not the embedding (an untied decoder's
+    ``lm_head``): the teacher decodes with its kept rows, while the token map still compares the
+    word embedding's rows (the map replaces the student's *input* ids and targets).
     """
     if mapping not in MAPPINGS:
         raise DataError(f"mapping must be one of {', '.join(MAPPINGS)}, got {mapping!r}")
@@ -74,4 +77,10 @@ def compress_vocabulary(embedding: torch.Tensor, table: FrequencyTable, kept_ids
     summary = summarize(kept, token_map, table.counts, table.tokens, mapping=mapping, ratio=ratio,
                         student_width=student_width)
     summary["teacher"] = {"hidden_size": int(embedding.shape[1]), "dtype": str(embedding.dtype).replace("torch.", "")}
-    return VocabCompression(kept, token_map, embedding[kept].clone(), summary)
+    output = embedding
+    if output_matrix is not None:
+        if output_matrix.shape[0] < table.vocab_size or output_matrix.shape[1] != embedding.shape[1]:
+            raise DataError(f"the output layer is {tuple(output_matrix.shape)}, the word embedding "
+                            f"{tuple(embedding.shape)}: not one teacher's")
+        output = output_matrix[:table.vocab_size]
+    return VocabCompression(kept, token_map, output[kept].clone(), summary)

@@ -70,6 +70,7 @@ class RunConfig:
         self.optimizer.validate()
         self.loss.validate()
         self.data.validate(corpus=self.mode not in TASK_MODES)
+        check_decoder_run(self)
         self.checkpoint.validate()
         self.logging.validate(has_validation_data=bool(self.data.valid_prefix))
         validate_task_run(self)
@@ -90,11 +91,26 @@ class RunConfig:
         return dataclasses.asdict(self)
 
 
+def check_decoder_run(cfg: RunConfig) -> None:
+    """A decoder trains on causal samples (data/causal_dataset.py): GLM's blank-infilling fields are refused."""
+    if not cfg.model.is_decoder:
+        return
+    if cfg.data.task_mask:
+        raise ConfigError("data.task_mask: blank infilling's task mask is GLM's; a decoder "
+                          "(model.architecture: decoder) trains on causal samples")
+    if cfg.mode in TASK_MODES:
+        raise ConfigError(f"mode: {cfg.mode!r} scores GLM's blank-infilling cloze samples; the decoder "
+                          "family (model.architecture: decoder) runs pretrain and distill only")
+
+
 def check_teacher_model(student: ModelConfig, teacher: ModelConfig, tp: int, pp: int, where: str) -> None:
     """The one check that a teacher fits a student's run: same vocabulary, a valid shape at (TP, PP).
 
     ``where`` names the source of the teacher's shape (its checkpoint's config, a preset) in the error.
     """
+    if teacher.architecture != student.architecture:
+        raise ConfigError(f"{where}: teacher architecture {teacher.architecture!r}, student architecture "
+                          f"{student.architecture!r}: teacher and student must be of one model family")
     if teacher.vocab_size != student.vocab_size:
         raise ConfigError(f"{where}: teacher vocab_size={teacher.vocab_size}, student vocab_size="
                           f"{student.vocab_size}: teacher and student must share the vocabulary")

@@ -16,6 +16,7 @@ from .model import PRECISIONS
 DISTILL_TOKENS = ("valid", "all", "infilled")
 DIVERGENCES = ("kl", "mse")
 NORMALIZE_BY = ("tokens", "positions")
+TOKENIZER_TYPES = ("auto", "sentencepiece", "glm-bpe", "hf")   # data/tokenizer.py load_tokenizer's types
 DECAY_STYLES = ("cosine", "linear")
 CHECKPOINT_AUTO = "auto"
 
@@ -125,6 +126,7 @@ class DataConfig:
     train_prefix: str = ""           # a preprocessed dataset (PREFIX.bin / PREFIX.idx)
     valid_prefix: Optional[str] = None
     tokenizer_model: str = ""
+    tokenizer_type: str = "auto"     # sentencepiece | glm-bpe | hf (a tokenizer.json); data/tokenizer.py load_tokenizer
     seq_length: int = 512
     task_mask: bool = False          # GLM-2B/10B task-mask mode ([MASK] / [sMASK] / [gMASK] mixture)
     seed: int = 1234
@@ -134,6 +136,9 @@ class DataConfig:
         if corpus and not self.train_prefix:
             raise ConfigError("data.train_prefix is empty: give a preprocessed dataset prefix")
         _at_least("data.seq_length", self.seq_length, 2)
+        if self.tokenizer_type not in TOKENIZER_TYPES:
+            raise ConfigError(f"data.tokenizer_type must be one of {', '.join(TOKENIZER_TYPES)}, "
+                              f"got {self.tokenizer_type!r}")
         return self
 
 

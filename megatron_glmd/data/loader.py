@@ -20,12 +20,14 @@ _LONG_KEYS = ("input_ids", "target_ids", "position_ids")
 
 
 def collate(samples: Sequence[dict]) -> Dict[str, torch.Tensor]:
-    """Stack blank-infilling sample dicts into batch tensors (see the README's data section)."""
+    """Stack blank-infilling or causal sample dicts into batch tensors (see the README's data section);
+    a causal sample has no ``sep`` (its batch neither), and its ``position_ids`` are [s], not [2, s]."""
     if not samples:
         raise DataError("cannot collate an empty list of samples")
     batch = {key: torch.from_numpy(np.stack([s[key] for s in samples])).long() for key in _LONG_KEYS}
     batch["loss_mask"] = torch.from_numpy(np.stack([s["loss_mask"] for s in samples])).float()
-    batch["sep"] = torch.tensor([s["sep"] for s in samples], dtype=torch.long)
+    if "sep" in samples[0]:
+        batch["sep"] = torch.tensor([s["sep"] for s in samples], dtype=torch.long)
     batch["length"] = torch.tensor([s["length"] for s in samples], dtype=torch.long)
     return batch
 

@@ -133,9 +133,9 @@ _worker_tokenizer = None
 _worker_split = True
 
 
-def _init_worker(model_file: str, split: bool) -> None:
+def _init_worker(model_file: str, split: bool, tokenizer_type: str = "auto") -> None:
     global _worker_tokenizer, _worker_split
-    _worker_tokenizer = load_tokenizer(model_file)
+    _worker_tokenizer = load_tokenizer(model_file, tokenizer_type)
     _worker_split = split
 
 
@@ -173,8 +173,9 @@ def _chunks(paths: Sequence[str], input_format: str, json_key: str) -> Iterator[
 
 def preprocess(input_files: Sequence[str], output_prefix: str, tokenizer_model: str, json_key: str = "text",
                workers: int = 1, input_format: str = "auto", split_into_sentences: bool = True,
-               progress: bool = True) -> PreprocessStats:
-    """Tokenise ``input_files`` into ``output_prefix.bin``/``.idx``; returns counts and timing."""
+               progress: bool = True, tokenizer_type: str = "auto") -> PreprocessStats:
+    """Tokenise ``input_files`` into ``output_prefix.bin``/``.idx``; returns counts and timing.
+    ``tokenizer_type``: how ``tokenizer_model`` is read (:func:`~.tokenizer.load_tokenizer`)."""
     paths = [os.fspath(p) for p in input_files]
     if not paths:
         raise DataError("no input files given")
@@ -184,7 +185,7 @@ def preprocess(input_files: Sequence[str], output_prefix: str, tokenizer_model: 
         detect_format(path, input_format)
     if workers < 1:
         raise DataError(f"--workers must be at least 1, got {workers}")
-    tokenizer = load_tokenizer(tokenizer_model)  # validates the files before any work starts
+    tokenizer = load_tokenizer(tokenizer_model, tokenizer_type)  # validates the files before any work starts
     total_bytes = sum(os.path.getsize(p) for p in paths)
     start = time.perf_counter()
     documents = sentences = 0
@@ -194,10 +195,11 @@ def preprocess(input_files: Sequence[str], output_prefix: str, tokenizer_model: 
         with IndexedDatasetWriter(output_prefix, tokenizer.vocab_size) as writer:
             chunks = _chunks(paths, input_format, json_key)
             if workers == 1:
-                _init_worker(tokenizer_model, split_into_sentences)
+                _init_worker(tokenizer_model, split_into_sentences, tokenizer_type)
                 results = map(_tokenize_chunk, chunks)
             else:
-                pool = mp.get_context("spawn").Pool(workers, _init_worker, (tokenizer_model, split_into_sentences))
+                pool = mp.get_context("spawn").Pool(workers, _init_worker,
+                                                    (tokenizer_model, split_into_sentences, tokenizer_type))
                 results = pool.imap(_tokenize_chunk, chunks, chunksize=1)
             for tokens, lengths, counts, nbytes in results:
                 if counts.size:

@@ -1,5 +1,6 @@
 """Tokenizers: SentencePiece with GLM's special tokens at fixed ids (corpora of your own), GLM's
-GPT-2 BPE with its command tokens (the released models, :mod:`.glm_bpe`), and the special ids
+GPT-2 BPE with its command tokens (the released models, :mod:`.glm_bpe`), a Hugging Face
+``tokenizer.json`` as it is (the decoder family, :mod:`.hf_tokenizer`), and the special ids
 that the data pipeline takes from whichever is in use (:class:`SpecialIds`, :func:`load_tokenizer`).
 
 Nothing downstream hard-codes a special id: blank infilling, padding and vocabulary ranking all
@@ -36,6 +37,7 @@ from typing import Iterable, List, Optional, Sequence, Union
 
 import sentencepiece as spm
 
+from ..config.sections import TOKENIZER_TYPES
 from .errors import DataError
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[sMASK]", "[gMASK]", "[sop]", "[eop]", "[dBLOCK]")
@@ -68,12 +70,26 @@ def special_ids(tokenizer) -> SpecialIds:
                       eop=tokenizer.eop_id, eod=getattr(tokenizer, "eod_id", None))
 
 
-def load_tokenizer(path: Union[str, os.PathLike]):
-    """A SentencePiece ``.model`` gives :class:`GLMTokenizer`; GLM's BPE files (a folder with
-    ``vocab.json`` + ``merges.txt`` or ``tokenizer.json``, or one of those files) give
-    :class:`~.glm_bpe.GLMBPETokenizer`."""
+def load_tokenizer(path: Union[str, os.PathLike], kind: str = "auto"):
+    """The tokenizer at ``path`` of type ``kind`` (:data:`TOKENIZER_TYPES`):
+
+    * ``sentencepiece``: a SentencePiece ``.model`` → :class:`GLMTokenizer`;
+    * ``glm-bpe``: GLM's BPE files (a folder with ``vocab.json`` + ``merges.txt`` or
+      ``tokenizer.json``, or one of those files) → :class:`~.glm_bpe.GLMBPETokenizer`;
+    * ``hf``: any Hugging Face ``tokenizer.json`` (or a folder holding one), its ids as they are →
+      :class:`~.hf_tokenizer.HFTokenizer` (the decoder family's tokenizers);
+    * ``auto``: ``sentencepiece`` for anything but a ``.json`` file or a folder, else ``glm-bpe``
+      (a run of the decoder family resolves ``auto`` to ``hf`` instead, distill/data.py).
+    """
     path = os.fspath(path)
-    if path.endswith(".json") or os.path.isdir(path):
+    if kind not in TOKENIZER_TYPES:
+        raise DataError(f"tokenizer type must be one of {', '.join(TOKENIZER_TYPES)}, got {kind!r}")
+    if kind == "auto":
+        kind = "glm-bpe" if path.endswith(".json") or os.path.isdir(path) else "sentencepiece"
+    if kind == "hf":
+        from .hf_tokenizer import HFTokenizer
+        return HFTokenizer(path)
+    if kind == "glm-bpe":
         from .glm_bpe import GLMBPETokenizer
         return GLMBPETokenizer(path)
     return GLMTokenizer(path)

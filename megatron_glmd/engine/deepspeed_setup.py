@@ -19,12 +19,19 @@ from ..distill.objective import LABEL_KEYS
 from .quiet import deepspeed_prints
 
 INPUT_KEYS = ("input_ids", "position_ids", "sep", "length")   # what the first stage reads
+DECODER_INPUT_KEYS = ("input_ids", "position_ids", "length")  # ... of the decoder family (causal samples)
 
 
-def pipeline_item(batch: Dict[str, torch.Tensor], label_keys: Sequence[str] = LABEL_KEYS):
+def input_keys(model) -> Sequence[str]:
+    """What the first stage of ``model``'s family (a ModelConfig) reads (engine/pipeline.py)."""
+    return DECODER_INPUT_KEYS if model.is_decoder else INPUT_KEYS
+
+
+def pipeline_item(batch: Dict[str, torch.Tensor], label_keys: Sequence[str] = LABEL_KEYS,
+                  inputs: Sequence[str] = INPUT_KEYS):
     """(first-stage inputs, last-stage labels) of a collated micro-batch, as DeepSpeed's pipeline reads them;
-    ``label_keys``: what the objective's loss reads (its ``label_keys``)."""
-    return tuple(batch[k] for k in INPUT_KEYS), tuple(batch[k] for k in label_keys)
+    ``label_keys``: what the objective's loss reads (its ``label_keys``); ``inputs``: :func:`input_keys`."""
+    return tuple(batch[k] for k in inputs), tuple(batch[k] for k in label_keys)
 
 
 def init_distributed() -> None:

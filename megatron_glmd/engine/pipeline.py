@@ -16,6 +16,11 @@ back for every floating-point one):
     between stages:  student hidden (float, gets a gradient), teacher hidden viewed as uint8 bytes
                      (no gradient), sep, length
     last stage out:  student logits [, teacher logits]        → loss_fn(outputs, labels)
+
+The decoder family (``model.architecture: decoder``) has no ``sep``; every stage needs the
+positions instead (its rotary angles and its document mask read them), so they travel in sep's
+place: first stage in ``input_ids, position_ids, length``, between stages ``student hidden, teacher
+bits, position_ids, length`` (int64, which NCCL carries). Teacher and student share the family.
 """
 from __future__ import annotations
 
@@ -25,7 +30,7 @@ import torch
 from torch import nn
 
 from ..config import ModelConfig
-from ..model import GLMStage
+from ..model.build import build_stage
 from ..model.partition import StageLayers
 from ..parallel.grid import ParallelGrid
 from ..distill.intermediate import AddAuxiliaryGradient, IntermediateLayerLoss, stage_pairs
@@ -50,12 +55,16 @@ class DistillStage(nn.Module):
         self.pp_rank = pp_rank
         self.is_first = pp_rank == 0
         self.is_last = pp_rank == grid.pp_size - 1
-        self.student = GLMStage(student_config, tp_group=grid.tp_group, pp_rank=pp_rank, pp_size=grid.pp_size,
-                                layer_range=layers.student)
+        self.decoder = student_config.is_decoder
+        self.student = build_stage(student_config, tp_group=grid.tp_group, pp_rank=pp_rank, pp_size=grid.pp_size,
+                                   layer_range=layers.student)
         teacher = None
         if teacher_config is not None:
-            teacher = GLMStage(teacher_config, tp_group=grid.tp_group, pp_rank=pp_rank, pp_size=grid.pp_size,
-                               layer_range=layers.teacher)
+            if teacher_config.architecture != student_config.architecture:
+                raise ValueError(f"teacher architecture {teacher_config.architecture!r} differs from the "
+                                 f"student's {student_config.architecture!r}")
+            teacher = build_stage(teacher_config, tp_group=grid.tp_group, pp_rank=pp_rank, pp_size=grid.pp_size,
+                                  layer_range=layers.teacher)
             teacher.eval().requires_grad_(False)
         object.__setattr__(self, "teacher", teacher)  # unregistered on purpose, see module docstring
         if compression is not None and self.is_first:
@@ -76,21 +85,27 @@ class DistillStage(nn.Module):
             self.teacher.to(device=device)
 
     def forward(self, inputs: Tuple[torch.Tensor, ...]):
+        # ``extra``: GLM's sep (its mask); a decoder's position_ids (every stage needs them).
         if self.is_first:
-            input_ids, position_ids, sep, length = inputs
+            if self.decoder:
+                input_ids, position_ids, length = inputs
+                extra = position_ids
+            else:
+                input_ids, position_ids, extra, length = inputs
             student_ids = getattr(self, "student_ids", None)
             student_in = input_ids if student_ids is None else student_ids[input_ids]
             teacher_in = input_ids
         else:
-            student_in, teacher_bits, sep, length = inputs
-            position_ids = None
+            student_in, teacher_bits, extra, length = inputs
+            position_ids = extra if self.decoder else None
             teacher_in = _from_bits(teacher_bits, self.teacher) if self.teacher is not None else None
-        student_out = self.student(student_in, position_ids, sep, length)
+        model_args = (position_ids, length) if self.decoder else (position_ids, extra, length)
+        student_out = self.student(student_in, *model_args)
         teacher_out = None
         if self.teacher is not None:
             self.teacher.eval()
             with torch.no_grad():
-                teacher_out = self.teacher(teacher_in, position_ids, sep, length)
+                teacher_out = self.teacher(teacher_in, *model_args)
         if self.intermediate is not None and self.training and torch.is_grad_enabled():
             aux = self.intermediate.loss_sum(valid_token_mask(length, student_out.shape[1]).float())
             self.intermediate_sums.append(aux.detach())
@@ -99,10 +114,10 @@ class DistillStage(nn.Module):
             return (student_out,) if teacher_out is None else (student_out, teacher_out)
         teacher_bits = (teacher_out.contiguous().view(_WIRE_DTYPE) if teacher_out is not None
                         else torch.zeros(1, dtype=_WIRE_DTYPE, device=student_out.device))
-        return student_out, teacher_bits, sep, length
+        return student_out, teacher_bits, extra, length
 
 
-def _from_bits(bits: torch.Tensor, teacher: GLMStage) -> torch.Tensor:
+def _from_bits(bits: torch.Tensor, teacher: nn.Module) -> torch.Tensor:
     """Undo the byte view of the teacher's hidden state (its dtype is the teacher's parameter dtype)."""
     dtype = next(teacher.parameters()).dtype
     return bits.view(dtype)

@@ -32,7 +32,7 @@ from ..plan.hardware import Hardware
 from ..checkpoint import checkpointing as ckpt
 from ..checkpoint.checks import check_run_checkpoints, resolve_auto_checkpointing
 from ..checkpoint.elastic import load_engine_checkpoint
-from .deepspeed_setup import build_engine, device_memory_gib, engine_device, init_distributed, pipeline_item
+from .deepspeed_setup import build_engine, device_memory_gib, engine_device, init_distributed, input_keys, pipeline_item
 from .metrics import RunLogger, TrainingDiverged, default_peak_tflops, nonfinite_parts, throughput
 from ..distill.objective import EVAL_FIELDS, Objective
 from .pipeline import build_pipeline
@@ -120,12 +120,16 @@ class Trainer:
                                f"{len(loader.dataset)} samples, fewer than needed for the configured iterations "
                                f"x global batch {self.cfg.train.global_batch_size}") from None
 
+    def _items(self, batches):
+        """The pipeline's (inputs, labels) of each micro-batch, for this model family and objective."""
+        return iter([pipeline_item(b, self.objective.label_keys, input_keys(self.cfg.model)) for b in batches])
+
     def train_step(self) -> Dict[str, float]:
         batches = self._next_batches(self.train_loader, "training")
         loss_scale = float(getattr(self.engine.optimizer, "loss_scale", 1.0)) \
             if self.cfg.train.precision == "fp16" else 1.0
         self.stage.intermediate_scale = self.objective.begin_step(batches, loss_scale)
-        loss = self.engine.train_batch(iter([pipeline_item(b, self.objective.label_keys) for b in batches]))
+        loss = self.engine.train_batch(self._items(batches))
         self.iteration += 1
         out = {"loss": float(loss)}
         out.update({f"loss/{k}": float(v) for k, v in (self.engine.agg_additional_losses or {}).items()})
@@ -156,8 +160,7 @@ class Trainer:
             for _ in range(iterations):
                 batches = self._next_batches(loader, "evaluation")
                 self.engine.total_loss = self.engine.total_additional_losses = None  # left over from training
-                out = self.engine.eval_batch(iter([pipeline_item(b, self.objective.label_keys) for b in batches]),
-                                             bcast_loss=False)
+                out = self.engine.eval_batch(self._items(batches), bcast_loss=False)
                 result = torch.zeros(width, device=self.device)
                 if self.grid.is_last_stage:
                     result = out.to(self.device, torch.float32)

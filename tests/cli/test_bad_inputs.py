@@ -41,6 +41,12 @@ def _other_vocabulary_data(tmp_path, dataset):
     return [f"data.train_prefix={tmp_path / 'other'}"]
 
 
+def _glm_with_a_tokenizer_json(tmp_path, dataset):
+    from tests.data.corpus import train_byte_level_bpe
+    train_byte_level_bpe(tmp_path, 300, 50)
+    return [f"data.tokenizer_model={tmp_path / 'tokenizer.json'}", "data.tokenizer_type=hf"]
+
+
 # (case, --set overrides or a function building them, the name the error must contain)
 TRAIN_CASES = [
     ("data of another tokenizer", _other_vocabulary_data, "data.train_prefix"),
@@ -57,6 +63,8 @@ TRAIN_CASES = [
     ("eval_iters 0", ["logging.eval_iters=0"], "logging.eval_iters"),
     ("save_dir a file", lambda tmp_path, _: [f"checkpoint.save_dir={tmp_path / 'run.yaml'}"], "checkpoint.save_dir"),
     ("load_tag missing", ["checkpoint.load_tag=iter_0000009"], "checkpoint.load_tag"),
+    ("tokenizer_type unknown", ["data.tokenizer_type=llama"], "data.tokenizer_type"),
+    ("GLM with a plain tokenizer.json", _glm_with_a_tokenizer_json, "has no [MASK]/[CLS]/[sop] tokens"),
 ]
 
 

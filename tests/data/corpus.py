@@ -46,16 +46,18 @@ def session_tokenizer(tmp_path_factory, vocab_size: int = 1200) -> str:
     return str(model)
 
 
-def train_byte_level_bpe(folder, vocab_size: int, num_paragraphs: int, extra_texts=()):
+def train_byte_level_bpe(folder, vocab_size: int, num_paragraphs: int, extra_texts=(),
+                         special_tokens=("<|endoftext|>",)):
     """A small GPT-2-style byte-level BPE trained with Hugging Face ``tokenizers`` on the
     documentation (and ``extra_texts``), saved as ``vocab.json`` + ``merges.txt`` and ``tokenizer.json`` in ``folder``;
-    returns the ``tokenizers.Tokenizer`` (an independent reference encoder)."""
+    returns the ``tokenizers.Tokenizer`` (an independent reference encoder). ``special_tokens`` take
+    the first ids (a Llama-3 style file: ``("<|begin_of_text|>", "<|end_of_text|>")``)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<|endoftext|>"], show_progress=False,
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(special_tokens), show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tok.train_from_iterator(paragraphs()[:num_paragraphs] + list(extra_texts), trainer)
     tok.model.save(str(folder))
