@@ -117,8 +117,9 @@ def stage_time(hw: Hardware, flops: StageFlops, shape: StageShape, student: Mode
     forward, backward = layer_all_reduces(student)
     tp_comm = all_reduces(n_s * (forward * (2 if recompute else 1) + backward) + shape.first + shape.last,
                           student.hidden_size)
-    tp_comm += n_s * collective_seconds(hw, replicated_kv_grad_elements(student, tp) * act_bytes, tp,
-                                        ALL_REDUCE, False)
+    kv_grad = replicated_kv_grad_elements(student, tp)
+    if kv_grad:
+        tp_comm += n_s * collective_seconds(hw, kv_grad * act_bytes, tp, ALL_REDUCE, False)
     kernels = n_s * launches.student(recompute)
     if teacher is not None and shape.layers.teacher is not None:
         n_t = shape.layers.teacher[1] - shape.layers.teacher[0]
