@@ -172,3 +172,18 @@ def test_plan_counts_equal_models_built_on_the_meta_device(tp):
         want = expected[i]
         got = built[i] if name.endswith("-s") else built[i][0]
         assert got == want, (name, f"TP={tp} PP={pp} stage {k}")
+
+
+def test_decoder_launch_counts_are_what_count_layer_ops_measures():
+    """The planner's decoder constants are model/op_count.py's count of a tiny decoder layer (the count
+    does not depend on the size: tools/benchmarks/results/decoder_layer_ops_cpu.json has llama-3.2-1b's
+    equal); a torch that counts otherwise must re-measure them."""
+    from megatron_glmd.model.op_count import count_layer_ops
+    from megatron_glmd.plan.launches import DECODER_QKV_BIAS_BACKWARD
+
+    plain = preset("tiny-decoder-student", hidden_dropout=0.0, attention_dropout=0.0)
+    ops = count_layer_ops(plain, seq_length=16)
+    assert (ops.forward, ops.recompute, ops.backward) == (DECODER_EAGER.forward, DECODER_EAGER.recompute,
+                                                          DECODER_EAGER.backward)
+    biased = count_layer_ops(plain.replace(qkv_bias=True), seq_length=16)
+    assert biased.backward == ops.backward + DECODER_QKV_BIAS_BACKWARD and biased.forward == ops.forward
