@@ -21,7 +21,7 @@ import torch.distributed as dist
 from ..config import ConfigError, RunConfig
 from ..config.deepspeed import deepspeed_config
 from ..data.loader import DataParallelLoader
-from ..model.compile import describe_kernels
+from ..model.compile import kernels_note
 from ..model.flops import training_flops_per_token
 from ..model.partition import run_partition
 from ..parallel.grid import ParallelGrid
@@ -58,8 +58,8 @@ class Trainer:
         init_distributed()
         self.logger = RunLogger(log, dist.get_rank() == 0, cfg.logging.tensorboard_dir)
         self.log = self.logger.log
-        if compression_note:
-            self.log(compression_note)
+        for note in filter(None, (compression_note, kernels_note(cfg, engine_device().type))):
+            self.log(note)
         if cfg.train.checkpoint_activations == AUTO:   # the planner's decision for this layout and device
             dp = world // (cfg.parallel.tp * cfg.parallel.pp)
             self.cfg, why = resolve_auto_checkpointing(cfg, self.teacher_config, dp, device_memory_gib(),
@@ -72,7 +72,6 @@ class Trainer:
         self.deepspeed_config = deepspeed_config(cfg, self.dp)
         self.gas = cfg.train.accumulation_steps(self.dp)
         self.device = engine_device()
-        self.log(describe_kernels(cfg.model, self.device.type))
         model_parallel_seed(cfg.train.seed, tp_rank=self.grid.tp_rank, pp_rank=self.grid.pp_rank)
 
         self.student_config = cfg.model.replace(checkpoint_activations=cfg.train.checkpoint_activations, dtype="fp32")

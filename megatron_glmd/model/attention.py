@@ -106,8 +106,8 @@ class AttentionMask:
         if path == "sdpa" and self.dense is None:
             self.dense = self.materialise()
         if path == "flex" and self.block is None:
-            self.block = create_block_mask(_mask_mod(self.sep, self.length, self.document), self.length.shape[0], None, self.seq_len, self.seq_len,
-                                           device=self.length.device)
+            self.block = create_block_mask(_mask_mod(self.sep, self.length, self.document), self.length.shape[0],
+                                           None, self.seq_len, self.seq_len, device=self.length.device)
         return self
 
 

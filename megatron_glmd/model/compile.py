@@ -4,9 +4,9 @@ Every layer of a stage (teacher and student alike) runs the same ``GLMBlock.forw
 parameters of the same shapes, so dynamo traces and inductor compiles it once and the other
 layers reuse the code (parameters are graph inputs, not constants); the stage's embedding,
 head, mask building, activation checkpointing and pipeline plumbing stay eager. ``auto`` compiles
-on CUDA, where a layer of the 40-GPU plan is launch-bound, and not on the CPU, where compiling
-costs more than it saves in the tiny runs the CPU is for (docs/design.md, "Compiled layers":
-measured by tools/benchmarks/bench_layer_compile.py).
+on CUDA, where a layer of the 40-GPU plan is launch-bound and compiling cuts its kernels, and not
+on the CPU, where compiled steps measured slower than eager and the first step costs 16 s
+(docs/design.md, "Compiled layers": tools/benchmarks/bench_layer_compile.py).
 """
 from __future__ import annotations
 
@@ -35,3 +35,13 @@ def describe_kernels(config, device_type: str) -> str:
     layers = "compiled" if compile_layers_on(config.compile, device_type) else "eager"
     return (f"{describe_attention(config.attention, config.attention_dropout, device_type)}; "
             f"layers {layers} (model.compile {config.compile})")
+
+
+
+def kernels_note(run_config, device_type: str) -> str:
+    """:func:`describe_kernels` for a run's log (``run_config`` a RunConfig) when it set
+    ``model.attention`` or ``model.compile`` explicitly (flex may fall back to SDPA) or
+    ``logging.verbose``; "" for a run on ``auto`` (it stays quiet)."""
+    model = run_config.model
+    explicit = model.attention != "auto" or model.compile != "auto"
+    return describe_kernels(model, device_type) if run_config.logging.verbose or explicit else ""
