@@ -27,4 +27,3 @@ def glm_attention_mask(sep: torch.Tensor, length: torch.Tensor, seq_len: int) ->
 def valid_token_mask(length: torch.Tensor, seq_len: int) -> torch.Tensor:
     """``[b, s]`` bool: True on the non-padding tokens of each sample (the keys the mask above shows)."""
     return torch.arange(seq_len, device=length.device).unsqueeze(0) < length.unsqueeze(1)
-
