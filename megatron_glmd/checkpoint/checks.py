@@ -14,7 +14,8 @@ import torch.distributed as dist
 from ..config import ConfigError, ModelConfig, RunConfig, check_teacher_model
 from ..config.stage2 import TEACHER_MODES
 from ..model.partition import run_partition
-from ..plan.checkpointing import resolve_checkpointing, with_checkpointing
+from ..plan.checkpointing import AUTO, resolve_checkpointing, with_checkpointing
+from ..plan.hardware import Hardware
 from . import checkpointing as ckpt
 from .elastic import check_dp_change
 from ..distill.vocab_compression import check_teacher
@@ -109,14 +110,17 @@ def check_init_checkpoint(cfg: RunConfig) -> None:
         raise ConfigError(f"init_checkpoint {init} has no '{ckpt.LATEST}' file: no complete checkpoint to load")
 
 
-def resolve_auto_checkpointing(cfg: RunConfig, teacher: Optional[ModelConfig], dp: int, memory_gib: float,
-                               reserve_gib: float) -> Tuple[RunConfig, str]:
-    """``train.checkpoint_activations: auto`` resolved for this run, and the line that says why.
+def resolve_auto_checkpointing(cfg: RunConfig, teacher: Optional[ModelConfig], world: int, memory_gib: float,
+                               reserve_gib: Optional[float] = None) -> Tuple[RunConfig, Optional[str]]:
+    """``train.checkpoint_activations: auto`` resolved for this run of ``world`` ranks on a device of
+    ``memory_gib``, and the line that says why (``cfg`` and None when the setting is not auto).
 
     A resumed run keeps the setting its checkpoint was trained with: the layer partition (and so
     each stage's checkpoint files) depends on it, and another data-parallel size or GPU could flip
     the planner's choice. A fresh run takes the planner's choice for its layout and device.
     """
+    if cfg.train.checkpoint_activations != AUTO:
+        return cfg, None
     save_dir = cfg.checkpoint.save_dir
     if (save_dir and cfg.checkpoint.resume and os.path.isdir(save_dir)
             and ckpt.resume_tag(save_dir, cfg.checkpoint.load_tag)):
@@ -124,5 +128,7 @@ def resolve_auto_checkpointing(cfg: RunConfig, teacher: Optional[ModelConfig], d
         if isinstance(kept, bool):
             return (with_checkpointing(cfg, kept), f"activation checkpointing auto -> {'on' if kept else 'off'}: "
                     f"kept from the checkpoint this run resumes ({save_dir}; the layer partition depends on it)")
-    cfg, choice = resolve_checkpointing(cfg, teacher, dp, memory_gib, reserve_gib)
+    dp = world // (cfg.parallel.tp * cfg.parallel.pp)
+    reserve = Hardware().reserve_gib if reserve_gib is None else reserve_gib
+    cfg, choice = resolve_checkpointing(cfg, teacher, dp, memory_gib, reserve)
     return cfg, choice.describe()

@@ -27,8 +27,6 @@ from ..model.partition import run_partition
 from ..parallel.grid import ParallelGrid
 from ..parallel.layers import initialize_parameters
 from ..parallel.random import model_parallel_seed
-from ..plan.checkpointing import AUTO
-from ..plan.hardware import Hardware
 from ..checkpoint import checkpointing as ckpt
 from ..checkpoint.checks import check_run_checkpoints, resolve_auto_checkpointing
 from ..checkpoint.elastic import load_engine_checkpoint
@@ -60,11 +58,10 @@ class Trainer:
         self.log = self.logger.log
         for note in filter(None, (compression_note, kernels_note(cfg, engine_device().type))):
             self.log(note)
-        if cfg.train.checkpoint_activations == AUTO:   # the planner's decision for this layout and device
-            dp = world // (cfg.parallel.tp * cfg.parallel.pp)
-            self.cfg, why = resolve_auto_checkpointing(cfg, self.teacher_config, dp, device_memory_gib(),
-                                                       Hardware().reserve_gib)
-            cfg = self.cfg
+        # auto: the planner's decision for this layout and device (or the resumed checkpoint's)
+        self.cfg, why = resolve_auto_checkpointing(cfg, self.teacher_config, world, device_memory_gib())
+        cfg = self.cfg
+        if why:
             self.log(why)
         self.train_data, self.valid_data = train_data, valid_data
         self.grid = ParallelGrid.build(tp_size=cfg.parallel.tp, pp_size=cfg.parallel.pp)
