@@ -11,9 +11,11 @@ F = E[f(x)] and f(x) = e^x - 1 - x >= 0:
 
     KL = log1p(X + F) - X = F - g(X + F),    g(y) = y - log1p(y) >= 0.
 
-With mu near E[d], X is close to 0 and F ~ Var(x)/2 ~ KL: the loss is a sum of non-negative
-terms, each evaluated without cancellation (`f_wide`, `g_wide`), so it keeps its relative
-precision as KL -> 0. A constant shift of the student's logits cancels exactly: x is formed
+With mu near E[d], X is close to 0 and F ~ Var(x)/2 ~ KL: the loss is a difference of two
+non-negative terms that do not cancel (F - g(Y) with g(Y) ~ X^2/2 ~ 0), each evaluated without
+cancellation (`f_wide`, `g_wide`), so it keeps its relative precision as KL -> 0. Where
+|Y| = |X + F| >= 0.5 (a large KL) the same value is taken as log1p(Y) - X, which does not cancel
+there while F - g(Y) would. A constant shift of the student's logits cancels exactly: x is formed
 from s - t as an exact sum of two floats minus the same pair at a reference column.
 
 Each rank r reports, per row, over its real columns (the `[9, N]` contract of both paths):

@@ -2,8 +2,11 @@
 
 Same contract as the Triton path (`softmax_kl_triton`): `row_stats` returns this shard's per-row
 statistics, `grad` writes the shard's gradient. Rows are processed in chunks of about
-`CHUNK_ELEMENTS` values held in reusable accumulation-dtype work buffers, so the peak extra memory
-is those buffers plus the gradient in the input dtype, never an fp32 `[N, V]` tensor.
+`CHUNK_ELEMENTS` values (`STATS_CHUNK_ELEMENTS` in row_stats, whose x and f(x) work in fp64)
+held in reusable work buffers, so the peak extra memory is those buffers plus the gradient in
+the input dtype, never an fp32 `[N, V]` tensor. Nothing here reads a tensor's value on the host
+(no `.item()`, `bool()`, `nonzero`, boolean-mask indexing): every row is computed and masked
+rows are zeroed, so on a GPU this path would never wait for the device.
 
 Parallelism: on the CPU the chunks are shared out to `torch.get_num_threads()` Python threads,
 each running single-threaded ops (`torch.set_num_threads(1)` for the duration of the call, then

@@ -32,8 +32,7 @@ import numpy as np
 
 from .errors import DataError
 from .indexed_dataset import IndexedDataset
-from .sample_index import (SampleIndex, build_sample_index, build_sample_index_reference, epochs_for_samples,
-                           window_pieces)
+from .sample_index import build_windows, window_pieces
 
 
 def causal_sample(tokens: np.ndarray, piece_starts: Sequence[int], seq_length: int, pad_id: int) -> dict:
@@ -65,8 +64,6 @@ class CausalDataset:
     def __init__(self, indexed: IndexedDataset, seq_length: int, eod_id: Optional[int], pad_id: int,
                  seed: int = 1234, num_samples: Optional[int] = None, num_epochs: Optional[int] = None,
                  use_cpp: bool = True):
-        if (num_samples is None) == (num_epochs is None):
-            raise DataError("give exactly one of num_samples and num_epochs")
         if eod_id is None:
             raise DataError("the tokenizer has no end-of-document token; causal samples separate documents by it")
         if seq_length < 1:
@@ -82,14 +79,8 @@ class CausalDataset:
         if self._doc_lengths.size == 0:
             raise DataError(f"dataset {indexed.prefix!r} has no documents")
         self._units = self._doc_lengths + 1                 # a document and its EOD
-        window = self.seq_length + 1
-        epochs = num_epochs if num_epochs is not None else epochs_for_samples(self._units, window, num_samples)
-        build = build_sample_index if use_cpp else build_sample_index_reference
-        self.index: SampleIndex = build(self._units, window, epochs, self.seed)
-        self.num_epochs = epochs
-        self._len = self.index.num_samples if num_samples is None else int(num_samples)
-        if self._len > self.index.num_samples:
-            raise DataError(f"asked for {self._len} samples, {epochs} epochs give {self.index.num_samples}")
+        self.index, self.num_epochs, self._len = build_windows(self._units, self.seq_length + 1, self.seed,
+                                                               num_samples, num_epochs, use_cpp)
 
     def __len__(self) -> int:
         return self._len

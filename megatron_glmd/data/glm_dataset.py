@@ -17,8 +17,7 @@ from .blank_infilling import MODE_MASK, BlankInfillingConfig, build_sample, mark
 from .errors import DataError
 from .indexed_dataset import IndexedDataset
 from .tokenizer import SpecialIds
-from .sample_index import (SampleIndex, build_sample_index, build_sample_index_reference, epochs_for_samples,
-                           window_pieces)
+from .sample_index import build_windows, window_pieces
 
 
 class BlankInfillingDataset:
@@ -27,8 +26,6 @@ class BlankInfillingDataset:
     def __init__(self, indexed: IndexedDataset, config: BlankInfillingConfig, special_ids: SpecialIds, seed: int = 1234,
                  num_samples: Optional[int] = None, num_epochs: Optional[int] = None, mode_group_size: int = 1,
                  use_cpp: bool = True):
-        if (num_samples is None) == (num_epochs is None):
-            raise DataError("give exactly one of num_samples and num_epochs")
         if mode_group_size < 1:
             raise DataError(f"mode_group_size must be >= 1, got {mode_group_size}")
         self.indexed = indexed
@@ -40,14 +37,8 @@ class BlankInfillingDataset:
         self._doc_lengths = np.diff(self._doc_offsets)
         if self._doc_lengths.size == 0:
             raise DataError(f"dataset {indexed.prefix!r} has no documents")
-        window = config.window_length
-        epochs = num_epochs if num_epochs is not None else epochs_for_samples(self._doc_lengths, window, num_samples)
-        build = build_sample_index if use_cpp else build_sample_index_reference
-        self.index: SampleIndex = build(self._doc_lengths, window, epochs, self.seed)
-        self.num_epochs = epochs
-        self._len = self.index.num_samples if num_samples is None else int(num_samples)
-        if self._len > self.index.num_samples:
-            raise DataError(f"asked for {self._len} samples, {epochs} epochs give {self.index.num_samples}")
+        self.index, self.num_epochs, self._len = build_windows(self._doc_lengths, config.window_length, self.seed,
+                                                               num_samples, num_epochs, use_cpp)
 
     def __len__(self) -> int:
         return self._len

@@ -23,6 +23,7 @@ is Fisher–Yates from the top: for ``i = n-1 … 1``, ``r = mix64(key + i·0x9E
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional, Tuple
 
 import numpy as np
 
@@ -137,6 +138,22 @@ def epochs_for_samples(doc_lengths, seq_length: int, num_samples: int) -> int:
         raise DataError("the dataset has no tokens")
     needed_tokens = int(num_samples) * int(seq_length)
     return max(1, -(-needed_tokens // tokens_per_epoch))
+
+
+def build_windows(doc_lengths, window: int, seed: int, num_samples: Optional[int] = None,
+                  num_epochs: Optional[int] = None, use_cpp: bool = True) -> Tuple[SampleIndex, int, int]:
+    """The sample index of a dataset's windows for exactly one of ``num_samples`` (as many epochs as
+    they need) or ``num_epochs``: ``(index, epochs, samples served)``. One place for both sample
+    families (blank infilling, causal), C++ or the NumPy reference."""
+    if (num_samples is None) == (num_epochs is None):
+        raise DataError("give exactly one of num_samples and num_epochs")
+    epochs = num_epochs if num_epochs is not None else epochs_for_samples(doc_lengths, window, num_samples)
+    build = build_sample_index if use_cpp else build_sample_index_reference
+    index = build(doc_lengths, window, epochs, seed)
+    served = index.num_samples if num_samples is None else int(num_samples)
+    if served > index.num_samples:
+        raise DataError(f"asked for {served} samples, {epochs} epochs give {index.num_samples}")
+    return index, epochs, served
 
 
 def window_pieces(index: SampleIndex, doc_lengths: np.ndarray, window: int):

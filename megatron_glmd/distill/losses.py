@@ -11,12 +11,24 @@ from typing import Dict, Optional
 import torch
 import torch.distributed as dist
 
-from kernels.softmax_kl import softmax_kl
+from kernels.softmax_kl import select_backend, softmax_kl
 
-from ..config import DistillLossConfig
+from ..config import ConfigError, DistillLossConfig
 from ..model.attention_mask import valid_token_mask
 from ..parallel.cross_entropy import vocab_parallel_cross_entropy
 from ..parallel.mappings import reduce_from_tp
+
+KERNEL_MODES = ("distill", "task_distill")   # the modes whose loss is the fused softmax-KL
+
+
+def check_kernel_backend(device: torch.device) -> str:
+    """The fused loss's path on ``device`` ("triton" or "torch"), checked before any work: a bad
+    GLMD_SOFTMAX_KL_BACKEND value, or a GPU without triton, is one error line at start-up rather
+    than a traceback at the first distillation step."""
+    try:
+        return select_backend(device.type, fp64=False)
+    except (ValueError, ImportError) as e:
+        raise ConfigError(str(e)) from None
 
 
 def distill_token_mask(cfg: DistillLossConfig, length: torch.Tensor, loss_mask: torch.Tensor) -> torch.Tensor:

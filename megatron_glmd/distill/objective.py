@@ -26,7 +26,7 @@ from ..config import RunConfig
 from ..model.attention_mask import valid_token_mask
 from ..parallel.grid import ParallelGrid
 from ..parallel.vocab import vocab_shard_real_columns
-from .losses import distill_loss_sums, distill_normalizer, hard_label_normalizer, hard_label_sum
+from .losses import KERNEL_MODES, check_kernel_backend, distill_loss_sums, distill_normalizer, hard_label_normalizer, hard_label_sum
 
 LABEL_KEYS = ("target_ids", "loss_mask", "length")   # what the stage-1 loss reads (Objective.label_keys)
 EVAL_FIELDS = ("kl", "student_ce", "teacher_ce", "valid_tokens", "target_tokens", "dropped_targets")
@@ -49,6 +49,8 @@ class Objective:
 
     def __init__(self, cfg: RunConfig, grid: ParallelGrid, device: torch.device, compression=None):
         self.cfg, self.grid, self.device = cfg, grid, device
+        if cfg.mode in KERNEL_MODES:
+            check_kernel_backend(device)
         self.accumulation = cfg.train.accumulation_steps(grid.dp_size)
         model = cfg.model
         # Real (non-padding) columns of this TP rank's logits shard: the losses' ``vocab_end``.

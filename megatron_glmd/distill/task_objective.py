@@ -30,7 +30,7 @@ from ..parallel.grid import ParallelGrid
 from ..parallel.vocab import vocab_shard_real_columns
 from ..tasks import candidate_log_probs, choice_scores, label_cross_entropy_sum, soft_cross_entropy_sum
 from ..tasks import check_verbalizer_ids, verbalizer_logits
-from .losses import distill_loss_sums, distill_normalizer
+from .losses import KERNEL_MODES, check_kernel_backend, distill_loss_sums, distill_normalizer
 from .objective import global_counts
 from .task_data import LABEL_KEYS
 
@@ -55,6 +55,8 @@ class TaskObjective:
         if compression is not None:
             raise ValueError("vocabulary compression is not wired into the task modes")
         self.cfg, self.grid, self.device = cfg, grid, device
+        if cfg.mode in KERNEL_MODES:
+            check_kernel_backend(device)
         self.accumulation = cfg.train.accumulation_steps(grid.dp_size)
         model = cfg.model
         self.vocab_end = vocab_shard_real_columns(model.vocab_size, model.padded_vocab_size(grid.tp_size),

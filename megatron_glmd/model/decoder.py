@@ -21,35 +21,27 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import ModelConfig
-from ..parallel.layers import VocabParallelEmbedding, initialize_parameters, mark_parameter
+from ..parallel.layers import VocabParallelEmbedding, mark_parameter
 from ..parallel.mappings import copy_to_tp, group_size
-from ..parallel.random import checkpoint
 from .attention import AttentionMask
-from .common import TORCH_DTYPES, prepare_stage_attention, stage_layer_range
+from .common import TORCH_DTYPES, PipelineStage, prepare_stage_attention
 from .decoder_layers import DecoderBlock
 from .norm import RMSNorm
 from .rope import inverse_frequencies, rotary_cos_sin
 
 
-class DecoderStage(nn.Module):
+class DecoderStage(PipelineStage):
     """The part of a decoder-family model held by pipeline stage ``pp_rank`` of ``pp_size`` on one TP rank."""
 
     def __init__(self, config: ModelConfig, *, tp_group: Optional[dist.ProcessGroup] = None,
                  pp_rank: int = 0, pp_size: int = 1, layer_range: Optional[Tuple[int, int]] = None,
                  device=None):
-        super().__init__()
         if not config.is_decoder:
             raise ValueError(f"DecoderStage needs architecture 'decoder', got {config.architecture!r}")
+        super().__init__(config, tp_group, pp_rank, pp_size, layer_range)
         tp = group_size(tp_group)
-        config.validate(tp_size=tp, pp_size=pp_size)
-        self.config = config
-        self.tp_group = tp_group
-        self.is_first = pp_rank == 0
-        self.is_last = pp_rank == pp_size - 1
-        self.layer_range = layer_range or stage_layer_range(config.num_layers, pp_size, pp_rank)
         dtype = TORCH_DTYPES[config.dtype]
         h = config.hidden_size
-        self.padded_vocab_size = config.padded_vocab_size(tp)
         if self.is_first or (self.is_last and config.tie_word_embeddings):
             self.word_embeddings = VocabParallelEmbedding(self.padded_vocab_size, h, init_std=config.init_std,
                                                           tp_group=tp_group, dtype=dtype, device=device)
@@ -65,18 +57,12 @@ class DecoderStage(nn.Module):
         # fp32 rotary frequencies, from the config (never saved), one copy per device; not a buffer,
         # so that casting the module to bf16 cannot round them.
         self._inv_freq = {}
-        self._compile_decided = False     # model.compile is resolved on the device of the first batch
 
     def inv_freq(self, device: torch.device) -> torch.Tensor:
         if device not in self._inv_freq:
             self._inv_freq[device] = inverse_frequencies(self.config.head_dim, self.config.rope_theta,
                                                          self.config.rope_scaling).to(device)
         return self._inv_freq[device]
-
-    def init_weights(self, seed: int) -> "DecoderStage":
-        """Seeded init that depends only on (seed, global parameter name): TP- and PP-independent."""
-        initialize_parameters(self.named_parameters(), seed)
-        return self
 
     def tied_embedding_parameters(self) -> List[nn.Parameter]:
         """The word embedding when the first and the last stage both hold it (a tied output layer);
@@ -93,22 +79,9 @@ class DecoderStage(nn.Module):
         """Word embeddings ``[b, s, h]`` (positions are applied inside every layer)."""
         return self.embedding_dropout(self.word_embeddings(input_ids))
 
-    def decode_with(self, weight: torch.Tensor) -> None:
-        """Decode with ``weight`` (this TP rank's rows of an output matrix, ``[rows, h]``) instead of the
-        output layer, e.g. a compressed run's sliced teacher matrix; a frozen non-persistent buffer."""
-        h = self.config.hidden_size
-        if not self.is_last or weight.dim() != 2 or weight.shape[1] != h:
-            raise ValueError(f"an output weight must be [rows, {h}] on the last stage, "
-                             f"got {tuple(weight.shape)} on {'the last' if self.is_last else 'another'} stage")
-        table = self.output_matrix()
-        self.register_buffer("output_weight", weight.detach().to(device=table.device, dtype=table.dtype),
-                             persistent=False)
-
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Final RMSNorm and the output layer: vocab-parallel logits ``[b, s, V/TP]``."""
-        weight = getattr(self, "output_weight", None)
-        weight = self.output_matrix() if weight is None else weight
-        return F.linear(copy_to_tp(self.final_norm(hidden), self.tp_group), weight)
+        return F.linear(copy_to_tp(self.final_norm(hidden), self.tp_group), self.decoding_matrix())
 
     def attention_mask(self, position_ids: torch.Tensor, length: torch.Tensor) -> AttentionMask:
         """Causal within each document (a document starts where ``position_ids`` is 0), padding
@@ -125,7 +98,4 @@ class DecoderStage(nn.Module):
         hidden = self.embed(inputs) if self.is_first else inputs
         mask = self.attention_mask(position_ids, length)
         cos, sin = rotary_cos_sin(position_ids, self.inv_freq(position_ids.device), hidden.dtype)
-        recompute = self.config.checkpoint_activations and self.training and torch.is_grad_enabled()
-        for layer in self.layers.values():
-            hidden = checkpoint(layer, hidden, mask, cos, sin) if recompute else layer(hidden, mask, cos, sin)
-        return self.logits(hidden) if self.is_last else hidden
+        return self.run_layers(hidden, mask, cos, sin)

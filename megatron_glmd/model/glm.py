@@ -23,31 +23,23 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import ModelConfig
-from ..parallel.layers import VocabParallelEmbedding, initialize_parameters, mark_parameter
-from ..parallel.mappings import copy_to_tp, group_size
-from ..parallel.random import checkpoint
+from ..parallel.layers import VocabParallelEmbedding, mark_parameter
+from ..parallel.mappings import copy_to_tp
 from .attention import AttentionMask
-from .common import TORCH_DTYPES, prepare_stage_attention, stage_layer_range  # noqa: F401 - re-exported
+from .common import TORCH_DTYPES, PipelineStage, prepare_stage_attention, stage_layer_range  # noqa: F401 - re-exported
 from .norm import layer_norm
 from .transformer import GLMBlock
 
 
-class GLMStage(nn.Module):
+class GLMStage(PipelineStage):
     """The part of a GLM held by pipeline stage ``pp_rank`` of ``pp_size`` on one TP rank."""
 
     def __init__(self, config: ModelConfig, *, tp_group: Optional[dist.ProcessGroup] = None,
                  pp_rank: int = 0, pp_size: int = 1, layer_range: Optional[Tuple[int, int]] = None,
                  device=None):
-        super().__init__()
-        config.validate(tp_size=group_size(tp_group), pp_size=pp_size)
-        self.config = config
-        self.tp_group = tp_group
-        self.is_first = pp_rank == 0
-        self.is_last = pp_rank == pp_size - 1
-        self.layer_range = layer_range or stage_layer_range(config.num_layers, pp_size, pp_rank)
+        super().__init__(config, tp_group, pp_rank, pp_size, layer_range)
         dtype = TORCH_DTYPES[config.dtype]
         h = config.hidden_size
-        self.padded_vocab_size = config.padded_vocab_size(group_size(tp_group))
 
         if self.is_first or self.is_last:
             width = config.embedding_size or h
@@ -67,12 +59,6 @@ class GLMStage(nn.Module):
                                      for i in range(*self.layer_range)})
         if self.is_last:
             self.final_layernorm = layer_norm(h, config.layernorm_epsilon, dtype=dtype, device=device)
-        self._compile_decided = False     # model.compile is resolved on the device of the first batch
-
-    def init_weights(self, seed: int) -> "GLMStage":
-        """Seeded init that depends only on (seed, global parameter name): TP- and PP-independent."""
-        initialize_parameters(self.named_parameters(), seed)
-        return self
 
     def tied_embedding_parameters(self) -> List[nn.Parameter]:
         """The parameters that the first and the last stage both hold (the word embedding and, when
@@ -95,17 +81,9 @@ class GLMStage(nn.Module):
                   + self.block_position_embeddings(position_ids[:, 1]))
         return self.embedding_dropout(hidden)
 
-    def decode_with(self, weight: torch.Tensor) -> None:
-        """Decode with ``weight`` (this TP rank's rows of an output matrix, ``[rows, width]``) instead of
-        the tied word embedding: the teacher of a compressed run decodes with its sliced matrix
-        ``W_vT[kept_ids]`` (docs/design.md, "Vocabulary compression"). Held frozen in the model's dtype
-        as a non-persistent buffer: moved with the model, never saved, never trained."""
-        table = self.word_embeddings.weight
-        if not self.is_last or weight.dim() != 2 or weight.shape[1] != table.shape[1]:
-            raise ValueError(f"an output weight must be [rows, {table.shape[1]}] on the last stage, "
-                             f"got {tuple(weight.shape)} on {'the last' if self.is_last else 'another'} stage")
-        self.register_buffer("output_weight", weight.detach().to(device=table.device, dtype=table.dtype),
-                             persistent=False)
+    def output_matrix(self) -> torch.Tensor:
+        """This TP rank's rows of the tied output layer, the word embedding ``[V_padded / TP, E or h]``."""
+        return self.word_embeddings.weight
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Final LayerNorm and the output layer (tied, unless :meth:`decode_with` replaced it):
@@ -113,8 +91,7 @@ class GLMStage(nn.Module):
         hidden = self.final_layernorm(hidden)
         if self.config.embedding_size:
             hidden = F.linear(hidden, self.embedding_projection.weight.t())   # h -> E through the tied factor
-        weight = getattr(self, "output_weight", None)
-        return F.linear(copy_to_tp(hidden, self.tp_group), self.word_embeddings.weight if weight is None else weight)
+        return F.linear(copy_to_tp(hidden, self.tp_group), self.decoding_matrix())
 
     def attention_mask(self, mask: AttentionMask) -> AttentionMask:
         """This micro-batch's mask, prepared once for all of the stage's layers (and the layers
@@ -126,8 +103,4 @@ class GLMStage(nn.Module):
         """First stage: ``inputs`` are token ids ``[b, s]``; other stages: hidden states ``[b, s, h]``.
         Returns hidden states, or vocab-parallel logits on the last stage."""
         hidden = self.embed(inputs, position_ids) if self.is_first else inputs
-        mask = self.attention_mask(AttentionMask.glm(sep, length, hidden.shape[1]))
-        recompute = self.config.checkpoint_activations and self.training and torch.is_grad_enabled()
-        for layer in self.layers.values():
-            hidden = checkpoint(layer, hidden, mask) if recompute else layer(hidden, mask)
-        return self.logits(hidden) if self.is_last else hidden
+        return self.run_layers(hidden, self.attention_mask(AttentionMask.glm(sep, length, hidden.shape[1])))

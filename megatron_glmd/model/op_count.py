@@ -10,7 +10,9 @@ inductor generated counts (compiled with ``cpp.enable_kernel_profile`` so that e
 event). This is the CPU's proxy for launches: eager GPU code launches about one kernel per such
 operator, a compiled graph one per generated kernel plus one per library call (GEMMs, attention).
 The layer is counted alone at TP = 1; at TP > 1 add the TP collectives (two all-reduces forward,
-two backward, and two again in a recompute).
+two backward, and two again in a recompute; a decoder layer three backward: Q, K|V and gate|up).
+A decoder-family config counts a :class:`DecoderBlock` under its causal mask with the rotary
+``cos``/``sin`` given (computed once per stage, not per layer).
 """
 from __future__ import annotations
 
@@ -24,7 +26,9 @@ from ..config import ModelConfig
 from ..parallel.random import TP_RNG, checkpoint, get_rng_tracker
 from .attention import AttentionMask, attention_path
 from .compile import COMPILE_KWARGS
+from .decoder_layers import DecoderBlock
 from .glm import TORCH_DTYPES
+from .rope import inverse_frequencies, rotary_cos_sin
 from .transformer import GLMBlock
 
 # aten operators that launch no kernel of their own: views, metadata, allocation.
@@ -75,7 +79,7 @@ def _count(fn, device_type: str) -> int:
 
 def count_layer_ops(config: ModelConfig, *, seq_length: int, micro_batch: int = 1, compiled: bool = False,
                     device: str = "cpu", compile_options: Optional[dict] = None) -> LayerOps:
-    """Kernels of one :class:`GLMBlock` of ``config`` (its dtype, dropouts and attention setting) at
+    """Kernels of one :class:`GLMBlock` (or :class:`DecoderBlock`, by ``config.architecture``) of ``config`` (its dtype, dropouts and attention setting) at
     ``micro_batch x seq_length``, training, eager or compiled as by ``model.compile: on``.
 
     ``recompute`` is what per-layer activation checkpointing adds to the backward pass;
@@ -96,7 +100,8 @@ def count_layer_ops(config: ModelConfig, *, seq_length: int, micro_batch: int = 
 
 def _count_layer(config, seq_length, micro_batch, compiled, device, device_type, compile_options) -> LayerOps:
     dtype = TORCH_DTYPES[config.dtype]
-    layer = GLMBlock(config, None, dtype=dtype, device=device).train()
+    block = DecoderBlock if config.is_decoder else GLMBlock
+    layer = block(config, None, dtype=dtype, device=device).train()
     if compiled:
         options = {**COMPILE_KWARGS["options"], **compile_options, "cpp.enable_kernel_profile": True}
         layer.compile(**{**COMPILE_KWARGS, "options": options})
@@ -104,7 +109,13 @@ def _count_layer(config, seq_length, micro_batch, compiled, device, device_type,
     length = torch.full((micro_batch,), seq_length, device=device)
     path = attention_path(config.attention, dropout_active=config.attention_dropout > 0, device_type=device_type,
                           needs_grad=True)
-    mask = AttentionMask.glm(sep, length, seq_length).prepare(path)
+    if config.is_decoder:
+        mask = AttentionMask.causal(length, seq_length).prepare(path)
+        positions = torch.arange(seq_length, device=device).expand(micro_batch, seq_length)
+        extra = rotary_cos_sin(positions, inverse_frequencies(config.head_dim, config.rope_theta,
+                                                              config.rope_scaling).to(device), dtype)
+    else:
+        mask, extra = AttentionMask.glm(sep, length, seq_length).prepare(path), ()
     x = torch.randn(micro_batch, seq_length, config.hidden_size, device=device, dtype=dtype, requires_grad=True)
     grad = torch.randn_like(x)
 
@@ -115,7 +126,7 @@ def _count_layer(config, seq_length, micro_batch, compiled, device, device_type,
     outputs = {}
 
     def forward(recompute: bool):
-        outputs["y"] = checkpoint(layer, x, mask) if recompute else layer(x, mask)
+        outputs["y"] = checkpoint(layer, x, mask, *extra) if recompute else layer(x, mask, *extra)
 
     def backward():
         outputs.pop("y").backward(grad)

@@ -13,7 +13,7 @@ from .checkpointing import CheckpointChoice, resolve_checkpointing
 from .cost import StageShape, StageTime, StepTime, dp_seconds, stage_time, tie_seconds
 from .deepspeed_state import DTYPE_BYTES, FP32, optimizer_state
 from .hardware import Hardware
-from .launches import EAGER, LayerLaunches
+from .launches import LayerLaunches, layer_launches
 from .layout import check_layout, check_teacher, crosses_nodes, stage_hosts, stage_ranks
 from .memory import GiB, StageMemory, stage_memory, stage_vector_parameter_count
 
@@ -120,9 +120,10 @@ def layer_partition(cfg: RunConfig, teacher: Optional[ModelConfig]) -> List[Stag
 
 def build_plan(cfg: RunConfig, *, nodes: int, gpus_per_node: int, teacher: Optional[ModelConfig] = None,
                hosts: Optional[Sequence[str]] = None, hardware: Hardware = Hardware(),
-               launches: LayerLaunches = EAGER) -> LaunchPlan:
+               launches: Optional[LayerLaunches] = None) -> LaunchPlan:
     """Check the layout and model each stage's memory and time and the run's cost; raises PlanError.
-    ``train.checkpoint_activations: auto`` is resolved for this layout (:mod:`.checkpointing`)."""
+    ``train.checkpoint_activations: auto`` is resolved for this layout (:mod:`.checkpointing`).
+    ``launches``: kernels per layer, by default the model family's (:func:`.launches.layer_launches`)."""
     dp = check_layout(cfg, nodes, gpus_per_node)
     check_teacher(cfg, teacher)
     try:
@@ -134,6 +135,7 @@ def build_plan(cfg: RunConfig, *, nodes: int, gpus_per_node: int, teacher: Optio
     if len(hosts) != nodes:
         raise PlanError(f"the node list names {len(hosts)} hosts, but nodes={nodes}")
     layers = layer_partition(cfg, teacher)
+    launches = launches or layer_launches(cfg.model)
     flops = partition_flops(cfg.model, teacher, layers, seq_length=seq, recompute=t.checkpoint_activations, tp=tp)
     act_bytes, grad_bytes = DTYPE_BYTES[t.precision], FP32   # DP and tie reductions in fp32 (communication_data_type)
     timed = hardware.peak_tflops > 0

@@ -10,6 +10,12 @@ Per micro-batch, one GPU of stage k spends (all transfers blocking, as in DeepSp
         + the pipeline sends and receives of the stage      student + teacher hidden forward,
                                                             the student's gradient backward
 
+A decoder layer (:func:`layer_all_reduces`) all-reduces 3 gradients of b·s·h in backward, one per
+column-parallel input (Q, K|V, gate|up), where GLM's fused QKV makes 2; with its KV heads
+replicated (TP a multiple of ``num_key_value_heads``) each layer's backward also all-reduces the
+K|V weight's gradient (2·kv·d·h, + 2·kv·d with biases) over TP. An untied decoder head has no
+embedding tie between the first and the last stage.
+
 The host must also issue the stage's kernels: ``launches × launch_us`` per micro-batch
 (:mod:`.launches`: each student layer's forward, backward and recompute, each teacher layer's
 forward). It runs ahead of the GPU asynchronously, so a micro-batch takes
@@ -36,7 +42,7 @@ launches of the embeddings, logits and loss (a handful per micro-batch against ~
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from ..config import ModelConfig
 from ..model.flops import StageFlops
@@ -108,11 +114,16 @@ def stage_time(hw: Hardware, flops: StageFlops, shape: StageShape, student: Mode
         return count * collective_seconds(hw, tokens * hidden * act_bytes, tp, ALL_REDUCE, False)
 
     n_s = shape.layers.student[1] - shape.layers.student[0]
-    tp_comm = all_reduces(n_s * (6 if recompute else 4) + shape.first + shape.last, student.hidden_size)
+    forward, backward = layer_all_reduces(student)
+    tp_comm = all_reduces(n_s * (forward * (2 if recompute else 1) + backward) + shape.first + shape.last,
+                          student.hidden_size)
+    kv_grad = replicated_kv_grad_elements(student, tp)
+    if kv_grad:
+        tp_comm += n_s * collective_seconds(hw, kv_grad * act_bytes, tp, ALL_REDUCE, False)
     kernels = n_s * launches.student(recompute)
     if teacher is not None and shape.layers.teacher is not None:
         n_t = shape.layers.teacher[1] - shape.layers.teacher[0]
-        tp_comm += all_reduces(2 * n_t + shape.first, teacher.hidden_size)
+        tp_comm += all_reduces(layer_all_reduces(teacher)[0] * n_t + shape.first, teacher.hidden_size)
         kernels += n_t * launches.teacher()
     forward = tokens * act_bytes * (student.hidden_size + (teacher.hidden_size if teacher is not None else 0))
     backward = tokens * act_bytes * student.hidden_size
@@ -122,6 +133,23 @@ def stage_time(hw: Hardware, flops: StageFlops, shape: StageShape, student: Mode
     if not shape.last:         # send the forward, receive the gradient
         p2p += send_seconds(hw, forward, shape.send_inter_node) + send_seconds(hw, backward, shape.send_inter_node)
     return StageTime(compute=compute, tp_comm=tp_comm, p2p=p2p, launch=kernels * hw.launch_us * 1e-6)
+
+
+def layer_all_reduces(config: ModelConfig) -> Tuple[int, int]:
+    """TP all-reduces of b·s·h activations per layer: (forward, backward). Forward: the attention and
+    MLP outputs (row-parallel). Backward: the input gradient of each column-parallel matmul: GLM's
+    QKV and MLP-in (2), a decoder's Q, K|V (or the replicated K|V's input) and gate|up (3)."""
+    return (2, 3) if config.is_decoder else (2, 2)
+
+
+def replicated_kv_grad_elements(config: ModelConfig, tp: int) -> int:
+    """Elements of a decoder layer's K|V weight (+ bias) gradient all-reduced over TP in backward
+    when every rank holds all KV heads (TP a multiple of kv, ``model/decoder_layers.py``); else 0."""
+    kv = config.num_key_value_heads if config.is_decoder else None
+    if tp == 1 or kv is None or kv % tp == 0:
+        return 0
+    rows = 2 * kv * config.head_dim
+    return rows * config.hidden_size + (rows if config.qkv_bias else 0)
 
 
 @dataclass(frozen=True)
@@ -167,8 +195,8 @@ def dp_seconds(hw: Hardware, group_numels: Sequence[int], dp: int, weight_bytes:
 
 def tie_seconds(hw: Hardware, student: ModelConfig, tp: int, pp: int, grad_bytes: int, inter_node: bool) -> float:
     """All-reduce of the word embedding's gradient shard (and of a factorised embedding's projection)
-    between the first and the last stage."""
-    if pp == 1:
+    between the first and the last stage; none for an untied decoder head (``lm_head`` is its own)."""
+    if pp == 1 or (student.is_decoder and not student.tie_word_embeddings):
         return 0.0
     width = student.embedding_size or student.hidden_size
     shard = student.padded_vocab_size(tp) // tp * width + (width * student.hidden_size if student.embedding_size else 0)

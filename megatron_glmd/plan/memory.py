@@ -26,12 +26,25 @@ GiB = 1024 ** 3
 
 
 def stage_vector_parameter_count(config: ModelConfig, tp: int, last: bool, layers: Tuple[int, int]) -> int:
-    """1-D parameters (biases, LayerNorm) of one TP rank of a GLM stage: the optimizer's no-decay group
-    (``engine/optim.py`` ``param_groups``). Per layer 3h/t (QKV bias) + h (attention output bias)
-    + f/t + h (MLP biases) + 4h (two LayerNorms); the final LayerNorm (2h) on the last stage."""
-    h, f = config.hidden_size, config.ffn_size
+    """1-D parameters of one TP rank of a stage: the optimizer's no-decay group (``engine/optim.py``
+    ``param_groups``: every tensor of fewer than 2 dimensions).
+
+    GLM, per layer: 3h/t (QKV bias) + h (attention output bias) + f/t + h (MLP biases) + 4h (two
+    LayerNorms); the final LayerNorm (2h) on the last stage.
+    Decoder, per layer: 2h (two RMSNorm weights) and, with ``qkv_bias`` (Qwen2), the Q bias a·d/t and
+    the K|V bias 2·kv·d/t (all 2·kv·d where the KV heads are replicated: TP does not divide kv); no
+    other biases; the final RMSNorm (h) on the last stage. The word table and ``lm_head`` are matrices.
+    """
+    h, f, n = config.hidden_size, config.ffn_size, layers[1] - layers[0]
+    if config.is_decoder:
+        per_layer = 2 * h
+        if config.qkv_bias:
+            kv = config.num_key_value_heads
+            stored_kv = kv // tp if kv % tp == 0 else kv
+            per_layer += (config.num_attention_heads // tp + 2 * stored_kv) * config.head_dim
+        return n * per_layer + (h if last else 0)
     per_layer = 3 * h // tp + h + f // tp + h + 4 * h
-    return (layers[1] - layers[0]) * per_layer + (2 * h if last else 0)
+    return n * per_layer + (2 * h if last else 0)
 
 
 @dataclass(frozen=True)

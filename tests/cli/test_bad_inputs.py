@@ -158,3 +158,24 @@ def test_distill_local_finds_a_config_relative_to_the_caller(tmp_path):
                           capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert done.returncode == 0, done.stderr
     assert f"--config {tmp_path / 'mine.yaml'}" in done.stdout
+
+
+def test_a_bad_kernel_backend_variable_is_one_line_before_any_work(dataset, tokenizer_model, tmp_path):
+    """GLMD_SOFTMAX_KL_BACKEND is read when the distillation objective is built, not at the first
+    step: a wrong value stops start-up with one line naming the variable."""
+    teacher, student = tmp_path / "teacher", tmp_path / "student"
+    teacher.mkdir()
+    student.mkdir()
+    proc = train(config(dataset, tokenizer_model, teacher, 1))
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-3000:]
+    path = config(dataset, tokenizer_model, student, 2)
+    sets = ["mode=distill", f"teacher_checkpoint={teacher / 'run'}"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "GLMD_SOFTMAX_KL_BACKEND": "cuda-please"}
+    proc = subprocess.Popen([sys.executable, "-m", "megatron_glmd.cli.train", "--config", str(path),
+                             *[arg for s in sets for arg in ("--set", s)]],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 2, err[-3000:]
+    _one_error_line(err, "GLMD_SOFTMAX_KL_BACKEND")
+    assert "iteration" not in out
