@@ -24,18 +24,18 @@
 #       rank  layout                          auto  bubble  spread   step s   hours    MFU    HFU  peak GiB  launch
 #          1  TP=2 PP=5 DP=4 mb=1 ckpt=off       *   20.0%   +0.3%    0.236     9.8  35.8%  35.8%      9.83     0/5
 #          2  TP=2 PP=10 DP=2 mb=1 ckpt=off      *   22.0%   +0.3%    0.239    10.0  35.2%  35.2%      9.55    0/10
-#          3  TP=2 PP=5 DP=4 mb=1 ckpt=on            20.0%   +3.3%    0.260    10.8  32.4%  36.2%      9.66     0/5
-#          4  TP=1 PP=5 DP=8 mb=1 ckpt=off       *   33.3%   +0.3%    0.261    10.9  32.3%  32.3%     14.51     0/5
-#         12  TP=4 PP=5 DP=2 mb=1 ckpt=off       *   11.1%   +0.2%    0.288    12.0  29.2%  29.2%      7.49     1/5
+#          3  TP=4 PP=5 DP=2 mb=1 ckpt=off       *   11.1%   +0.2%    0.252    10.5  33.4%  33.4%      7.49     0/5
+#          5  TP=2 PP=5 DP=4 mb=1 ckpt=on            20.0%   +3.3%    0.260    10.8  32.4%  36.2%      9.66     0/5
 #     Checkpointing costs 24.7 ms/step here (compute -21.3 ms without it) and memory does not need it
 #     (9.83 GiB of 40 with the reserve), so auto turns it off. TP=4 halves TP=2's bubble but loses
-#     52.7 ms/step (launch wait -32.3 ms, TP all-reduce -29.1 ms, pipeline sends -14.1 ms): at TP=4 a
-#     stage's GPU time halves while the host's launches stay, and stage 1 turns launch-bound. TP=1
-#     (bubble 33%) pays more in bubble than TP=2 pays in all-reduces (25.2 ms/step). PP=5 (one stage
-#     per node) beats PP=10 by 3.6 ms: a smaller bubble. The first place holds with the latency at 5 or
-#     20 us, NVLink at 150-400 GB/s, InfiniBand at 10-40 GB/s, 45-75% sustained matmul efficiency and
-#     up to 13 us per launch (from 14 us TP=1 PP=5 DP=8 leads; compiled layers, model.compile, launch
-#     fewer kernels). The model leaves out that smaller TP shards run their GEMMs less efficiently,
+#     16 ms/step: its TP all-reduces grow with TP - 1 while a stage's GPU time halves, so the host's
+#     kernel launches weigh more (with model.compile off, eager layers, its stage 1 turns launch-bound).
+#     TP=1 (bubble 33%) pays more in bubble than TP=2 pays in all-reduces. PP=5 (one stage per node)
+#     beats PP=10 by 3.6 ms: a smaller bubble. The first place holds with the latency at 5 or 20 us,
+#     NVLink at 150-400 GB/s, InfiniBand at 10-40 GB/s, 45-75% sustained matmul efficiency and up to
+#     16 us per launch (compiled layers, model.compile auto on CUDA; from 17 us TP=1 PP=5 DP=8 leads;
+#     kernels per layer measured by megatron_glmd/model/op_count.py, megatron_glmd/plan/launches.py).
+#     The model leaves out that smaller TP shards run their GEMMs less efficiently,
 #     which favours TP=2 over TP=4 further. (The paper's one-node run used MP=4, DP=2.) The teacher
 #     checkpoint must be at the run's TP: tools/convert_glm_checkpoint.py --tp 2.
 #   * Memory is not the constraint (5.83 GiB of model state and activations on the fullest stage,

@@ -49,7 +49,7 @@ from ..model.flops import StageFlops
 from ..model.partition import StageLayers
 from .deepspeed_state import FP32, allreduce_buckets
 from .hardware import Hardware
-from .launches import EAGER, LayerLaunches
+from .launches import COUNTS, LayerLaunches
 
 ALL_REDUCE, HALF_COLLECTIVE = 2.0, 1.0
 
@@ -106,7 +106,7 @@ class StageShape:
 
 def stage_time(hw: Hardware, flops: StageFlops, shape: StageShape, student: ModelConfig,
                teacher: Optional[ModelConfig], *, tp: int, micro_batch: int, seq: int, recompute: bool,
-               act_bytes: int, launches: LayerLaunches = EAGER) -> StageTime:
+               act_bytes: int, launches: LayerLaunches = COUNTS["glm", False, False]) -> StageTime:
     tokens = micro_batch * seq
     compute = flops.total * tokens / (tp * hw.peak_tflops * 1e12 * hw.matmul_efficiency)
 

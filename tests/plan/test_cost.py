@@ -13,7 +13,10 @@ CONFIG = os.path.join(os.path.dirname(__file__), "..", "..", "launch", "configs"
 L2B, L10B = 104_857_600, 411_041_792        # forward FLOPs per token of one layer (tests/model/test_flops.py)
 PEAK, EFF, NVLINK, IB, LAT, LAUNCH = 312e12, 0.6, 240e9, 20e9, 10e-6, 8e-6
 SEQ, H_S, H_T = 512, 2048, 4096
-FORWARD_LAUNCHES, BACKWARD_LAUNCHES = 23, 45   # issue 15's ~91 per student layer with recompute, 23 + 23 + 45
+# kernels per layer (plan/launches.py COUNTS, measured by count_layer_ops): GLM with dropout 0.1, compiled
+# (model.compile auto compiles on CUDA): forward, recompute, backward, teacher forward; and eager
+FORWARD, RECOMPUTE, BACKWARD, TEACHER = 33, 36, 27, 11
+EAGER_FORWARD, EAGER_BACKWARD, EAGER_TEACHER = 34, 30, 17
 
 
 def padded(tp):
@@ -50,7 +53,7 @@ def hand_step(plan, tp, pp, dp, recompute=True):
         flops = n_s * passes * L2B + n_t * L10B + (3 * 2 * H_S * padded(tp) + 2 * H_T * padded(tp) if last else 0)
         compute = flops * SEQ / (tp * PEAK * EFF)
         tp_comm = (2 * (passes - 1) * n_s + first + last) * all_reduce(H_S) + (2 * n_t + first) * all_reduce(H_T)
-        launches = n_s * (FORWARD_LAUNCHES * (passes - 2) + BACKWARD_LAUNCHES) + n_t * FORWARD_LAUNCHES
+        launches = n_s * (FORWARD + (RECOMPUTE if recompute else 0) + BACKWARD) + n_t * TEACHER
         sends = (0 if first else 2) + (0 if last else 2)
         p2p = sends * LAT + ((0 if first else 1) + (0 if last else 1)) * (forward + backward) / IB
         times.append(max(compute + tp_comm, launches * LAUNCH) + p2p)
@@ -130,19 +133,20 @@ def test_step_time_without_checkpointing_by_hand():
 
 
 def test_launch_bound_stage_by_hand():
-    """At TP=4 the GPU time of a stage halves while its launches stay: stage 1 (10 student, 8 teacher
-    layers, no recompute: 10 x 68 + 8 x 23 = 864 launches) becomes launch-bound at 8 us per launch, and
-    its micro-batch costs the host's time; at --launch-us 0 no stage is."""
-    cfg = load_run_config(CONFIG, ["parallel.tp=4"])
+    """At TP=4 the GPU time of a stage halves while its launches stay: with eager layers
+    (model.compile off) stage 1 (10 student, 8 teacher layers, no recompute: 10 x (34 + 30) + 8 x 17 = 776
+    launches) becomes launch-bound at 8 us per launch, and its micro-batch costs the host's time; at
+    --launch-us 0 no stage is."""
+    cfg = load_run_config(CONFIG, ["parallel.tp=4", "model.compile=off"])
     plan = build_plan(cfg, nodes=5, gpus_per_node=8, teacher=preset("glm-10b"))
     for s in plan.stages:
         n_s = s.layers.student[1] - s.layers.student[0]
         n_t = s.layers.teacher[1] - s.layers.teacher[0]
-        launch = (n_s * (FORWARD_LAUNCHES + BACKWARD_LAUNCHES) + n_t * FORWARD_LAUNCHES) * LAUNCH
+        launch = (n_s * (EAGER_FORWARD + EAGER_BACKWARD) + n_t * EAGER_TEACHER) * LAUNCH
         assert s.time.launch == pytest.approx(launch, rel=1e-12)
         assert s.time.total == pytest.approx(max(s.time.compute + s.time.tp_comm, launch) + s.time.p2p, rel=1e-12)
     assert plan.stages[1].layers.student == (6, 16) and plan.stages[1].layers.teacher == (11, 19)
-    assert plan.stages[1].time.launch == pytest.approx(864 * LAUNCH)
+    assert plan.stages[1].time.launch == pytest.approx(776 * LAUNCH)
     assert plan.launch_bound_stages == [1]
     assert plan.step.parts()["launch wait"] > 0
     assert sum(plan.step.parts().values()) == pytest.approx(plan.step.total, rel=1e-12)

@@ -15,7 +15,7 @@ from megatron_glmd.parallel import ParallelGrid
 from megatron_glmd.plan.build import build_plan, param_groups
 from megatron_glmd.plan.cost import ALL_REDUCE, collective_seconds, tie_seconds
 from megatron_glmd.plan.hardware import Hardware
-from megatron_glmd.plan.launches import DECODER_EAGER, EAGER, layer_launches
+from megatron_glmd.plan.launches import COUNTS, DECODER_EAGER, layer_launches
 from tests.distributed import run_distributed
 
 REPO = os.path.join(os.path.dirname(__file__), "..", "..")
@@ -28,7 +28,7 @@ SMALL = dict(architecture="decoder", num_layers=4, hidden_size=64, num_attention
 
 
 def small_run(tp, pp, student=None, teacher=None, **train):
-    values = {"mode": "distill", "model": student or SMALL, "parallel": {"tp": tp, "pp": pp},
+    values = {"mode": "distill", "model": {"compile": "off", **(student or SMALL)}, "parallel": {"tp": tp, "pp": pp},
               "train": {"micro_batch_size": 1, "global_batch_size": 4, "precision": "bf16",
                         "checkpoint_activations": False, **train},
               "data": {"train_prefix": "x", "seq_length": 32, "tokenizer_type": "hf"}}
@@ -92,8 +92,12 @@ def test_decoder_tp_all_reduces_and_launches_by_hand():
         assert t.tp_comm == pytest.approx(expected, rel=1e-12)
         kernels = 4 * (40 + (41 if recompute else 0) + 59 + 2) + 6 * 40
         assert t.launch == pytest.approx(kernels * hw.launch_us * 1e-6, rel=1e-12)
-    assert layer_launches(preset("llama-3.2-1b")) == DECODER_EAGER and layer_launches(preset("glm-2b")) == EAGER
-    assert layer_launches(preset("tiny-decoder-student")).student(False) == 59 + 69
+    assert layer_launches(preset("llama-3.2-1b"), compiled=False) == DECODER_EAGER
+    assert layer_launches(preset("glm-2b"), compiled=False) == COUNTS["glm", True, False]
+    assert layer_launches(preset("tiny-decoder-student"), compiled=False).student(False) == 59 + 69
+    # model.compile auto compiles on CUDA: the planner charges the compiled counts by default
+    assert layer_launches(preset("llama-3.2-1b")) == COUNTS["decoder", False, True]
+    assert layer_launches(preset("glm-2b")) == COUNTS["glm", True, True]
 
 
 def test_an_untied_head_has_no_embedding_tie():
