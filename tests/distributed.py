@@ -7,11 +7,19 @@ rank fails the calling test with that rank's traceback.
 
 Every call runs under :func:`tests.nccl_rules.enforce_nccl_rules`: a collective or point-to-point
 call with a tensor NCCL would refuse (an int16 view, a bool flag) fails the test on gloo already.
+
+The ranks start from a fork server that has imported torch, DeepSpeed and the project once per
+session (``PRELOAD``), not from a fresh interpreter each: a spawned rank spent seconds of CPU on
+those imports, over a hundred times a suite. A rank is still a new process that has run nothing
+(the server only imports), with the caller's environment, working directory and ``sys.path`` as
+spawn gives them; its stdout and stderr are relayed to the caller's after the ranks end.
 """
 from __future__ import annotations
 
 import datetime
+import multiprocessing
 import os
+import sys
 import socket
 import tempfile
 import traceback
@@ -23,6 +31,12 @@ import torch.multiprocessing as mp
 
 from tests.nccl_rules import enforce_nccl_rules
 
+# Imported once by the fork server; a rank imports the rest (its test module) itself.
+PRELOAD = ["torch", "torch.distributed", "deepspeed", "megatron_glmd.engine.trainer",
+           "megatron_glmd.engine.task_trainer", "tests.distributed"]
+START_METHOD = "forkserver"
+multiprocessing.set_forkserver_preload(PRELOAD)
+
 
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -30,9 +44,16 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _worker(rank, world_size, port, result_dir, fn, args):
+def _worker(rank, world_size, port, result_dir, environ, fn, args):
+    # The fork server's environment is the one it started with: take the caller's, as spawn would.
+    os.environ.clear()
+    os.environ.update(environ)
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
                       RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank))
+    # The server's stdout/stderr are those of whichever test started it: write to a file the caller relays.
+    log = os.open(os.path.join(result_dir, f"rank{rank}.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(log, 1)
+    os.dup2(log, 2)
     torch.set_num_threads(1)
     out_path = os.path.join(result_dir, f"rank{rank}.pt")
     try:
@@ -47,6 +68,17 @@ def _worker(rank, world_size, port, result_dir, fn, args):
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
+        sys.stdout.flush()
+        sys.stderr.flush()
+
+
+def _relay(result_dir, world_size):
+    """Each rank's output, onto the caller's stdout (pytest shows it with a failing test's report)."""
+    for rank in range(world_size):
+        path = os.path.join(result_dir, f"rank{rank}.log")
+        if os.path.exists(path) and os.path.getsize(path):
+            with open(path, encoding="utf-8", errors="replace") as f:
+                sys.stdout.write(f"--- rank {rank} ---\n{f.read()}")
 
 
 def run_distributed(world_size: int, fn, *args):
@@ -55,12 +87,13 @@ def run_distributed(world_size: int, fn, *args):
         port = _free_port()
         exited = None
         try:
-            mp.start_processes(_worker, args=(world_size, port, result_dir, fn, args),
-                               nprocs=world_size, join=True, start_method="spawn")
+            mp.start_processes(_worker, args=(world_size, port, result_dir, dict(os.environ), fn, args),
+                               nprocs=world_size, join=True, start_method=START_METHOD)
         except mp.ProcessRaisedException:
             pass  # the per-rank report below carries the traceback
         except mp.ProcessExitedException as e:  # killed by a signal, before or after its report
             exited = str(e)
+        _relay(result_dir, world_size)
         results = []
         errors = []
         for rank in range(world_size):
