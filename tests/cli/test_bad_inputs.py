@@ -1,5 +1,11 @@
 """Every bad input a hostile user tried, one row each: the command stops with status 2 (the tools: 1)
-and a single ``error:`` line naming the file or field, prints no traceback and writes nothing."""
+and a single ``error:`` line naming the file or field, prints no traceback and writes nothing.
+
+glmd-train's rows run in one fresh process per table (tests/cli/one_process.py: each case with
+its own stdout and stderr file descriptors), not one process each: a case is about the message and
+the status. Whole ``python -m megatron_glmd.cli.train`` processes still refuse a config that is a
+directory and a bad kernel-backend variable below."""
+import json
 import os
 import shutil
 import subprocess
@@ -24,6 +30,23 @@ def _one_error_line(stderr, named):
     assert "Traceback" not in stderr
     assert named in lines[0], (named, lines[0])
     return lines[0]
+
+
+def _in_one_process(argvs, folder):
+    """glmd-train's ``main`` on each argument list in new processes, as few as tests/cli/one_process.py
+    allows: [(status, stderr, process group left initialised)], after checking that no process printed
+    anything outside its cases."""
+    cases = [{"argv": [str(a) for a in argv], "out": str(folder / f"case{i}.out"), "err": str(folder / f"case{i}.err")}
+             for i, argv in enumerate(argvs)]
+    results = []
+    while len(results) < len(cases):
+        (folder / "cases.json").write_text(json.dumps(cases[len(results):]), encoding="utf-8")
+        done = subprocess.run([sys.executable, "-m", "tests.cli.one_process", str(folder / "cases.json")], cwd=ROOT,
+                              capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        assert done.returncode == 0 and done.stderr == "", done.stderr[-3000:]
+        results += json.loads(done.stdout.strip().splitlines()[-1])
+    return [(r["status"], open(c["err"], encoding="utf-8").read(), r["process_group"])
+            for r, c in zip(results, cases)]
 
 
 @pytest.fixture(scope="module")
@@ -68,17 +91,29 @@ TRAIN_CASES = [
 ]
 
 
+@pytest.fixture(scope="module")
+def train_case_runs(dataset, tokenizer_model, tmp_path_factory):
+    """Each TRAIN_CASES row in a folder of its own, run in one process: {case: (status, stderr, process
+    group left, the folder's files before, after)}."""
+    folders, argvs = [], []
+    for case, sets, _ in TRAIN_CASES:
+        folder = tmp_path_factory.mktemp("bad_input")
+        path = config(dataset, tokenizer_model, folder, 3)
+        if callable(sets):
+            sets = sets(folder, dataset)
+        folders.append((folder, _listing(folder)))
+        argvs.append(["--config", path, *[arg for s in sets for arg in ("--set", s)]])
+    results = _in_one_process(argvs, tmp_path_factory.mktemp("bad_input_outputs"))
+    return {case: (*result, before, _listing(folder))
+            for (case, _, _), result, (folder, before) in zip(TRAIN_CASES, results, folders)}
+
+
 @pytest.mark.parametrize("case,sets,named", TRAIN_CASES, ids=[c[0] for c in TRAIN_CASES])
-def test_glmd_train_bad_input(case, sets, named, dataset, tokenizer_model, tmp_path):
-    path = config(dataset, tokenizer_model, tmp_path, 3)
-    if callable(sets):
-        sets = sets(tmp_path, dataset)
-    before = _listing(tmp_path)
-    proc = train(path, *[arg for s in sets for arg in ("--set", s)])
-    _, err = proc.communicate(timeout=300)
-    assert proc.returncode == 2, err[-3000:]
+def test_glmd_train_bad_input(case, sets, named, train_case_runs):
+    status, err, process_group, before, after = train_case_runs[case]
+    assert status == 2, err[-3000:]
     _one_error_line(err, named)
-    assert _listing(tmp_path) == before
+    assert not process_group and after == before
 
 
 def test_glmd_train_config_naming_a_directory(tmp_path):
@@ -104,19 +139,34 @@ def _deleted_train_state(run):
     return "train_state_rank0.pt"
 
 
-@pytest.mark.parametrize("damage", [_empty_latest, _truncated_model_file, _deleted_train_state])
-def test_glmd_train_damaged_checkpoint(damage, finished_run, dataset, tokenizer_model, tmp_path):
-    shutil.copytree(finished_run / "run", tmp_path / "run")
-    named = damage(tmp_path / "run")
-    before = _listing(tmp_path)
-    proc = train(config(dataset, tokenizer_model, tmp_path, 4))
-    _, err = proc.communicate(timeout=300)
-    assert proc.returncode == 2, err[-3000:]
+DAMAGES = [_empty_latest, _truncated_model_file, _deleted_train_state]
+
+
+@pytest.fixture(scope="module")
+def damaged_runs(finished_run, dataset, tokenizer_model, tmp_path_factory):
+    """Each damage done to a fresh copy of the finished run, then glmd-train resuming each copy, all in one
+    process where one allows: {damage: (status, stderr, process group left, the named file, files before, after)}."""
+    prepared, argvs = [], []
+    for damage in DAMAGES:
+        folder = tmp_path_factory.mktemp("damaged")
+        shutil.copytree(finished_run / "run", folder / "run")
+        named = damage(folder / "run")
+        prepared.append((folder, named, _listing(folder)))
+        argvs.append(["--config", config(dataset, tokenizer_model, folder, 4)])
+    results = _in_one_process(argvs, tmp_path_factory.mktemp("damaged_outputs"))
+    return {damage: (*result, named, before, sorted(set(_listing(folder)) - {"run.yaml"}))
+            for damage, result, (folder, named, before) in zip(DAMAGES, results, prepared)}
+
+
+@pytest.mark.parametrize("damage", DAMAGES)
+def test_glmd_train_damaged_checkpoint(damage, damaged_runs):
+    status, err, _, named, before, after = damaged_runs[damage]
+    assert status == 2, err[-3000:]
     line = _one_error_line(err, named)
     way_out = {_empty_latest: "iter_0000002", _deleted_train_state: "iter_0000001",
                _truncated_model_file: "iter_0000001"}[damage]
     assert line.endswith(f"--set checkpoint.load_tag={way_out}")  # the newest complete, undamaged checkpoint
-    assert sorted(set(_listing(tmp_path)) - {"run.yaml"}) == before
+    assert after == before
 
 
 def test_lr_written_as_1e_3_is_the_float_users_mean(tmp_path):
@@ -160,15 +210,13 @@ def test_distill_local_finds_a_config_relative_to_the_caller(tmp_path):
     assert f"--config {tmp_path / 'mine.yaml'}" in done.stdout
 
 
-def test_a_bad_kernel_backend_variable_is_one_line_before_any_work(dataset, tokenizer_model, tmp_path):
+def test_a_bad_kernel_backend_variable_is_one_line_before_any_work(finished_run, dataset, tokenizer_model, tmp_path):
     """GLMD_SOFTMAX_KL_BACKEND is read when the distillation objective is built, not at the first
-    step: a wrong value stops start-up with one line naming the variable."""
+    step: a wrong value stops start-up with one line naming the variable. The teacher: a copy of the
+    finished run (pre-trained tiny-student, as the student)."""
     teacher, student = tmp_path / "teacher", tmp_path / "student"
-    teacher.mkdir()
+    shutil.copytree(finished_run / "run", teacher / "run")
     student.mkdir()
-    proc = train(config(dataset, tokenizer_model, teacher, 1))
-    _, err = proc.communicate(timeout=300)
-    assert proc.returncode == 0, err[-3000:]
     path = config(dataset, tokenizer_model, student, 2)
     sets = ["mode=distill", f"teacher_checkpoint={teacher / 'run'}"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "GLMD_SOFTMAX_KL_BACKEND": "cuda-please"}
