@@ -1,4 +1,6 @@
 """The gloo harness itself: results come back per rank and failures surface."""
+import os
+
 import pytest
 import torch
 import torch.distributed as dist
@@ -66,3 +68,20 @@ def test_rules_are_lifted_outside_the_block():
     with enforce_nccl_rules():
         assert {"all_reduce", "send", "recv", "broadcast", "batch_isend_irecv"} <= set(wrapped_calls())
     assert wrapped_calls() == []
+
+
+def _environment_and_output(rank, world_size):
+    print(f"rank {rank} says hello")
+    return os.environ.get("GLMD_HARNESS_PROBE"), os.getcwd()
+
+
+def test_ranks_see_the_callers_environment_and_directory_and_their_output_is_relayed(monkeypatch, tmp_path,
+                                                                                    capsys):
+    """The ranks come from a fork server started once per session: what the caller sets afterwards (an
+    environment variable, the working directory) must reach them as it did when each rank was spawned."""
+    run_distributed(1, _allreduce_rank)   # the fork server runs by now
+    monkeypatch.setenv("GLMD_HARNESS_PROBE", "set after the server started")
+    monkeypatch.chdir(tmp_path)
+    assert run_distributed(2, _environment_and_output) == [("set after the server started", str(tmp_path))] * 2
+    out = capsys.readouterr().out
+    assert "--- rank 0 ---\nrank 0 says hello\n" in out and "--- rank 1 ---\nrank 1 says hello\n" in out
