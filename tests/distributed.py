@@ -8,11 +8,15 @@ rank fails the calling test with that rank's traceback.
 Every call runs under :func:`tests.nccl_rules.enforce_nccl_rules`: a collective or point-to-point
 call with a tensor NCCL would refuse (an int16 view, a bool flag) fails the test on gloo already.
 
-The ranks start from a fork server that has imported torch, DeepSpeed and the project once per
-session (``PRELOAD``), not from a fresh interpreter each: a spawned rank spent seconds of CPU on
-those imports, over a hundred times a suite. A rank is still a new process that has run nothing
-(the server only imports), with the caller's environment, working directory and ``sys.path`` as
-spawn gives them; its stdout and stderr are relayed to the caller's after the ranks end.
+The ranks start from a fork server that has imported torch and the project once per session
+(``PRELOAD``), not from a fresh interpreter each: a spawned rank spent seconds of CPU on those
+imports, over a hundred times a suite. A rank is still a new process that has run nothing (the
+server only imports), with the caller's environment, working directory and ``sys.path`` as spawn
+gives them; its stdout and stderr are relayed to the caller's after the ranks end. DeepSpeed is
+not preloaded: each rank imports it itself, as a run does, so that what its import prints (the
+accelerator warning that tests/cli/test_quiet_runs.py looks for) still happens in the rank. No
+preloaded module reads the environment when imported (Triton reads TRITON_INTERPRET when a kernel
+is decorated, and kernels/softmax_kl_triton.py is imported only when that backend is chosen).
 """
 from __future__ import annotations
 
@@ -31,9 +35,9 @@ import torch.multiprocessing as mp
 
 from tests.nccl_rules import enforce_nccl_rules
 
-# Imported once by the fork server; a rank imports the rest (its test module) itself.
-PRELOAD = ["torch", "torch.distributed", "deepspeed", "megatron_glmd.engine.trainer",
-           "megatron_glmd.engine.task_trainer", "tests.distributed"]
+# Imported once by the fork server; a rank imports the rest (its test module, DeepSpeed) itself.
+PRELOAD = ["torch", "torch.distributed", "megatron_glmd.engine.trainer", "megatron_glmd.engine.task_trainer",
+           "tests.distributed"]
 START_METHOD = "forkserver"
 multiprocessing.set_forkserver_preload(PRELOAD)
 

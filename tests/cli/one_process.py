@@ -6,11 +6,11 @@ another; file descriptors 1 and 2 are redirected to each case's files, so whatev
 (Python's streams, a logging handler made earlier, C code) lands in that case's output, as it would
 in a process of its own. The project is imported inside the first case, so that what an import
 prints shows in that case's output; what the process prints outside every case (at exit) is its
-own stderr, which the caller checks as well. The status is what ``sys.exit(main())`` would exit
-with (argparse's SystemExit included; an exception's traceback goes to the case's stderr and its
-status is 1). A case that leaves a process group initialised (it got as far as starting
+own stderr, which :func:`in_few_processes` checks as well. The status is what ``sys.exit(main())``
+would exit with (argparse's SystemExit included; an exception's traceback goes to the case's stderr
+and its status is 1). A case that leaves a process group initialised (it got as far as starting
 DeepSpeed) is the last of its process, so that every case starts where a process of its own would:
-nothing started, only modules imported; the caller runs the rest in a new process.
+nothing started, only modules imported; the rest run in a new process.
 
     python -m tests.cli.one_process CASES.json   # a list of {"argv": [...], "out": path, "err": path}
 
@@ -21,8 +21,27 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 import traceback
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def in_few_processes(argvs, folder):
+    """glmd-train on each argument list, in as few new processes as the cases allow (see above), with
+    their outputs under ``folder``: [(status, stderr, whether a process group was left initialised)]."""
+    cases = [{"argv": [str(a) for a in argv], "out": str(folder / f"case{i}.out"), "err": str(folder / f"case{i}.err")}
+             for i, argv in enumerate(argvs)]
+    results = []
+    while len(results) < len(cases):
+        (folder / "cases.json").write_text(json.dumps(cases[len(results):]), encoding="utf-8")
+        done = subprocess.run([sys.executable, "-m", "tests.cli.one_process", str(folder / "cases.json")], cwd=ROOT,
+                              capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        assert done.returncode == 0 and done.stderr == "", done.stderr[-3000:]
+        results += json.loads(done.stdout.strip().splitlines()[-1])
+    return [(r["status"], open(c["err"], encoding="utf-8").read(), r["process_group"])
+            for r, c in zip(results, cases)]
 
 
 def _main(argv):

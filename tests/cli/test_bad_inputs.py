@@ -5,7 +5,6 @@ glmd-train's rows run in one fresh process per table (tests/cli/one_process.py: 
 its own stdout and stderr file descriptors), not one process each: a case is about the message and
 the status. Whole ``python -m megatron_glmd.cli.train`` processes still refuse a config that is a
 directory and a bad kernel-backend variable below."""
-import json
 import os
 import shutil
 import subprocess
@@ -15,6 +14,7 @@ import pytest
 import yaml
 
 from megatron_glmd.data.indexed_dataset import write_documents
+from tests.cli.one_process import in_few_processes
 from tests.cli.train_runs import config, train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -30,23 +30,6 @@ def _one_error_line(stderr, named):
     assert "Traceback" not in stderr
     assert named in lines[0], (named, lines[0])
     return lines[0]
-
-
-def _in_one_process(argvs, folder):
-    """glmd-train's ``main`` on each argument list in new processes, as few as tests/cli/one_process.py
-    allows: [(status, stderr, process group left initialised)], after checking that no process printed
-    anything outside its cases."""
-    cases = [{"argv": [str(a) for a in argv], "out": str(folder / f"case{i}.out"), "err": str(folder / f"case{i}.err")}
-             for i, argv in enumerate(argvs)]
-    results = []
-    while len(results) < len(cases):
-        (folder / "cases.json").write_text(json.dumps(cases[len(results):]), encoding="utf-8")
-        done = subprocess.run([sys.executable, "-m", "tests.cli.one_process", str(folder / "cases.json")], cwd=ROOT,
-                              capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        assert done.returncode == 0 and done.stderr == "", done.stderr[-3000:]
-        results += json.loads(done.stdout.strip().splitlines()[-1])
-    return [(r["status"], open(c["err"], encoding="utf-8").read(), r["process_group"])
-            for r, c in zip(results, cases)]
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +86,7 @@ def train_case_runs(dataset, tokenizer_model, tmp_path_factory):
             sets = sets(folder, dataset)
         folders.append((folder, _listing(folder)))
         argvs.append(["--config", path, *[arg for s in sets for arg in ("--set", s)]])
-    results = _in_one_process(argvs, tmp_path_factory.mktemp("bad_input_outputs"))
+    results = in_few_processes(argvs, tmp_path_factory.mktemp("bad_input_outputs"))
     return {case: (*result, before, _listing(folder))
             for (case, _, _), result, (folder, before) in zip(TRAIN_CASES, results, folders)}
 
@@ -153,7 +136,7 @@ def damaged_runs(finished_run, dataset, tokenizer_model, tmp_path_factory):
         named = damage(folder / "run")
         prepared.append((folder, named, _listing(folder)))
         argvs.append(["--config", config(dataset, tokenizer_model, folder, 4)])
-    results = _in_one_process(argvs, tmp_path_factory.mktemp("damaged_outputs"))
+    results = in_few_processes(argvs, tmp_path_factory.mktemp("damaged_outputs"))
     return {damage: (*result, named, before, sorted(set(_listing(folder)) - {"run.yaml"}))
             for damage, result, (folder, named, before) in zip(DAMAGES, results, prepared)}
 
