@@ -6,7 +6,6 @@ import os
 
 import pytest
 import torch
-import torch.distributed as dist
 
 from megatron_glmd.convert.glm_import import ImportOptions, convert_glm_checkpoint
 from megatron_glmd.convert.glmd_checkpoint import read_model_config
@@ -14,11 +13,11 @@ from megatron_glmd.checkpoint.checkpointing import load_stage_weights
 from megatron_glmd.model import GLMStage
 from tests.convert.glm_reference import (blank_infilling_batch, random_glm_state, reference_logits, write_hub,
                                          write_megatron)
-from tests.distributed import run_distributed
+from tests.convert.layouts import (LAYOUTS, at_every_tp, convert_at_every_layout, gather_vocabulary,
+                                   tensor_parallel_group)
 
 HEADS, VOCAB, ROWS, SEQ = 4, 265, 384, 24          # 257 BPE ids + 8 command tokens, padded to 128 as GLM does
 SOP, CLS, MASK = 257, 259, 260
-LAYOUTS = [(tp, pp) for tp in (1, 2, 4) for pp in (1, 2)]
 # name -> (writer, GeLU of the source, fp16 weights?)
 SOURCES = {
     "megatron-mp1": (lambda d, s: write_megatron(d, s, 1), "tanh", False),
@@ -49,18 +48,15 @@ def converted(tmp_path_factory):
             state = {k: v.half().float() for k, v in state.items()}
         write(str(root / name), state)
         reference = reference_logits(state, HEADS, ids, pos, sep, gelu=gelu)[..., :VOCAB]
-        dirs = {}
-        for tp, pp in LAYOUTS:
-            dirs[tp, pp] = str(root / f"{name}-tp{tp}-pp{pp}")
-            convert_glm_checkpoint(str(root / name), dirs[tp, pp], tp, pp,
-                                   ImportOptions(num_attention_heads=HEADS, vocab_size=VOCAB, dtype="fp32"))
-        out[name] = (reference, dirs)
+        options = ImportOptions(num_attention_heads=HEADS, vocab_size=VOCAB, dtype="fp32")
+        out[name] = (reference, convert_at_every_layout(
+            lambda src, dst, tp, pp: convert_glm_checkpoint(src, dst, tp, pp, options), str(root / name), root, name))
     return out
 
 
 def project_logits(rank, world, save_dirs, batch_tensors):
     """Logits of each converted checkpoint: stages built per pipeline rank and chained, vocab gathered."""
-    group = dist.group.WORLD if world > 1 else None
+    group = tensor_parallel_group(world)
     ids, pos, sep, length = batch_tensors
     results = {}
     for key, save_dir in save_dirs.items():
@@ -71,28 +67,13 @@ def project_logits(rank, world, save_dirs, batch_tensors):
             load_stage_weights(part, save_dir, "student.", rank)
             with torch.no_grad():
                 hidden = part(hidden, pos if stage == 0 else None, sep, length)
-        if world > 1:
-            shards = [torch.empty_like(hidden) for _ in range(world)]
-            dist.all_gather(shards, hidden.contiguous(), group=group)
-            hidden = torch.cat(shards, dim=-1)
-        results[key] = hidden[..., :config.vocab_size]
+        results[key] = gather_vocabulary(hidden, world, group)[..., :config.vocab_size]
     return results
 
 
 @pytest.fixture(scope="module")
 def logits(converted):
-    out = {}
-    for tp in (1, 2, 4):
-        dirs = {(name, pp): d[tp, pp] for name, (_, d) in converted.items() for pp in (1, 2)}
-        if tp == 1:
-            got = project_logits(0, 1, dirs, batch())
-        else:
-            per_rank = run_distributed(tp, project_logits, dirs, batch())
-            for other in per_rank[1:]:
-                assert all(torch.equal(other[k], per_rank[0][k]) for k in dirs)
-            got = per_rank[0]
-        out.update({(name, tp, pp): value for (name, pp), value in got.items()})
-    return out
+    return at_every_tp(project_logits, converted, batch())
 
 
 @pytest.mark.parametrize("tp,pp", LAYOUTS)

@@ -7,7 +7,6 @@ PP 1 the gradients of every layout equal TP 1's (a replicated KV head's gradient
 ranks whose query heads use it), and model/size.py counts each built stage's parameters."""
 import pytest
 import torch
-import torch.distributed as dist
 
 from megatron_glmd.convert.glmd_checkpoint import read_model_config
 from megatron_glmd.convert.hf_import import convert_hf_checkpoint
@@ -15,11 +14,9 @@ from megatron_glmd.checkpoint.checkpointing import load_stage_weights
 from megatron_glmd.model import build_stage
 from megatron_glmd.model.size import stage_parameter_count
 from tests.convert.hf_reference import MODELS, batch, hf_logits, hf_model
-from tests.distributed import run_distributed
+from tests.convert.layouts import (LAYOUTS, at_every_tp, convert_at_every_layout, gather_vocabulary,
+                                   tensor_parallel_group)
 from tests.model.helpers import full_gradients
-
-LAYOUTS = [(tp, pp) for tp in (1, 2, 4) for pp in (1, 2)]
-
 
 @pytest.fixture(scope="module")
 def converted(tmp_path_factory):
@@ -30,11 +27,8 @@ def converted(tmp_path_factory):
         model = hf_model(name, seed)
         shard = {"max_shard_size": "20KB"} if name.startswith("qwen2") else {}
         model.save_pretrained(str(root / name), safe_serialization=True, **shard)
-        dirs = {}
-        for tp, pp in LAYOUTS:
-            dirs[tp, pp] = str(root / f"{name}-tp{tp}-pp{pp}")
-            convert_hf_checkpoint(str(root / name), dirs[tp, pp], tp, pp)
-        out[name] = (hf_logits(model, ids, length), dirs)
+        out[name] = (hf_logits(model, ids, length), convert_at_every_layout(convert_hf_checkpoint, str(root / name),
+                                                                            root, name))
     return out
 
 
@@ -50,7 +44,7 @@ def loss_weights(shape, vocab, rank, world):
 def project_logits(rank, world, save_dirs, batch_tensors):
     """Each checkpoint's logits (stages chained, vocabulary gathered) and, at PP 1, the full gradients
     of a fixed weighting of its valid logits."""
-    group = dist.group.WORLD if world > 1 else None
+    group = tensor_parallel_group(world)
     ids, positions, length = batch_tensors
     valid = (torch.arange(ids.shape[1]) < length.unsqueeze(1)).unsqueeze(-1).float()
     results = {}
@@ -68,26 +62,13 @@ def project_logits(rank, world, save_dirs, batch_tensors):
             grads = full_gradients(part, group)
             grads = {n: g[:config.vocab_size] if n in ("word_embeddings.weight", "lm_head") else g
                      for n, g in grads.items()}
-        hidden = hidden.detach()
-        if world > 1:
-            shards = [torch.empty_like(hidden) for _ in range(world)]
-            dist.all_gather(shards, hidden.contiguous(), group=group)
-            hidden = torch.cat(shards, dim=-1)
-        results[key] = (hidden[..., :config.vocab_size], grads, counts)
+        results[key] = (gather_vocabulary(hidden.detach(), world, group)[..., :config.vocab_size], grads, counts)
     return results
 
 
 @pytest.fixture(scope="module")
 def logits(converted):
-    out = {}
-    for tp in (1, 2, 4):
-        dirs = {(name, pp): d[tp, pp] for name, (_, d) in converted.items() for pp in (1, 2)}
-        per_rank = [project_logits(0, 1, dirs, batch())] if tp == 1 else run_distributed(tp, project_logits, dirs,
-                                                                                          batch())
-        for other in per_rank[1:]:
-            assert all(torch.equal(other[k][0], per_rank[0][k][0]) for k in dirs)
-        out.update({(name, tp, pp): value for (name, pp), value in per_rank[0].items()})
-    return out
+    return at_every_tp(project_logits, converted, batch(), logits_of=lambda result: result[0])
 
 
 @pytest.mark.parametrize("tp,pp", LAYOUTS)
