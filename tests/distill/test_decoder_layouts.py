@@ -16,7 +16,7 @@ from megatron_glmd.data.loader import collate
 from megatron_glmd.engine.trainer import Trainer
 from megatron_glmd.model.decoder import DecoderStage
 from tests.distill.decoder_cases import causal_data, make_corpora, run_config
-from tests.distributed import run_distributed
+from tests.distill.layout_curves import assert_curve_matches_single_process, run_every_layout
 
 LAYOUTS = [(1, 1, 1), (2, 1, 1), (1, 2, 1), (2, 2, 1)]  # (TP, PP, DP)
 
@@ -59,21 +59,14 @@ def corpus(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def curves(tmp_path_factory, corpus):
-    results = {}
-    for tp, pp, dp in LAYOUTS:
-        workdir = str(tmp_path_factory.mktemp(f"decoder_tp{tp}pp{pp}dp{dp}"))
-        results[(tp, pp, dp)] = run_distributed(tp * pp * dp, _pretrain_then_distill, tp, pp, workdir, corpus)
-    return results
+    return run_every_layout(LAYOUTS, tmp_path_factory, "decoder_", _pretrain_then_distill, corpus)
 
 
 @pytest.mark.parametrize("layout", LAYOUTS[1:])
 @pytest.mark.parametrize("mode", ["pretrain", "distill", "pretrain_grad_norm", "distill_grad_norm", "ablation",
                                   "intermediate"])
 def test_loss_curve_matches_single_process(curves, layout, mode):
-    reference = curves[(1, 1, 1)][0][mode]
-    for rank, result in enumerate(curves[layout]):
-        torch.testing.assert_close(torch.tensor(result[mode]), torch.tensor(reference), rtol=2e-4, atol=2e-4,
-                                   msg=f"{mode} curve of layout {layout}, rank {rank}")
+    assert_curve_matches_single_process(curves, layout, mode)
 
 
 def test_curves_are_real_training_of_decoders(curves):

@@ -11,7 +11,7 @@ import torch
 
 from megatron_glmd.engine.trainer import Trainer
 from tests.distill.engine_cases import run_config, train_data, valid_data
-from tests.distributed import run_distributed
+from tests.distill.layout_curves import assert_curve_matches_single_process, run_every_layout
 
 LAYOUTS = [(1, 1, 1), (2, 1, 1), (1, 2, 1), (1, 1, 2), (2, 2, 1)]  # (TP, PP, DP)
 
@@ -42,20 +42,13 @@ def _pretrain_then_distill(rank, world, tp, pp, workdir):
 
 @pytest.fixture(scope="module")
 def curves(tmp_path_factory):
-    results = {}
-    for tp, pp, dp in LAYOUTS:
-        workdir = str(tmp_path_factory.mktemp(f"tp{tp}pp{pp}dp{dp}"))
-        results[(tp, pp, dp)] = run_distributed(tp * pp * dp, _pretrain_then_distill, tp, pp, workdir)
-    return results
+    return run_every_layout(LAYOUTS, tmp_path_factory, "", _pretrain_then_distill)
 
 
 @pytest.mark.parametrize("layout", LAYOUTS[1:])
 @pytest.mark.parametrize("mode", ["pretrain", "distill", "pretrain_grad_norm", "distill_grad_norm"])
 def test_loss_curve_matches_single_process(curves, layout, mode):
-    reference = curves[(1, 1, 1)][0][mode]
-    for rank, result in enumerate(curves[layout]):
-        torch.testing.assert_close(torch.tensor(result[mode]), torch.tensor(reference), rtol=2e-4, atol=2e-4,
-                                   msg=f"{mode} curve of layout {layout}, rank {rank}")
+    assert_curve_matches_single_process(curves, layout, mode)
 
 
 def test_distill_curve_is_real_training(curves):
