@@ -1,6 +1,6 @@
 """Run a test function on several CPU processes joined by a gloo process group.
 
-`run_distributed(world_size, fn, *args)` spawns `world_size` processes, initialises
+`run_distributed(world_size, fn, *args)` starts `world_size` processes, initialises
 `torch.distributed` with gloo on a free local port, calls `fn(rank, world_size, *args)` in each,
 and returns the list of per-rank return values (which must be picklable). An exception on any
 rank fails the calling test with that rank's traceback.
@@ -8,23 +8,16 @@ rank fails the calling test with that rank's traceback.
 Every call runs under :func:`tests.nccl_rules.enforce_nccl_rules`: a collective or point-to-point
 call with a tensor NCCL would refuse (an int16 view, a bool flag) fails the test on gloo already.
 
-The ranks start from a fork server that has imported torch and the project once per session
-(``PRELOAD``), not from a fresh interpreter each: a spawned rank spent seconds of CPU on those
-imports, over a hundred times a suite. A rank is still a new process that has run nothing (the
-server only imports), with the caller's environment, working directory and ``sys.path`` as spawn
-gives them; its stdout and stderr are relayed to the caller's after the ranks end. DeepSpeed is
-not preloaded: each rank imports it itself, as a run does, so that what its import prints (the
-accelerator warning that tests/cli/test_quiet_runs.py looks for) still happens in the rank. No
-preloaded module reads the environment when imported (Triton reads TRITON_INTERPRET when a kernel
-is decorated, and kernels/softmax_kl_triton.py is imported only when that backend is chosen).
+The ranks are forked from tests/fork_server.py's server (torch and the project imported once per
+session), with the caller's environment; each rank's stdout and stderr are relayed to the caller's
+after the ranks end.
 """
 from __future__ import annotations
 
 import datetime
-import multiprocessing
 import os
-import sys
 import socket
+import sys
 import tempfile
 import traceback
 import warnings
@@ -33,13 +26,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from tests.fork_server import START_METHOD, become_callers
 from tests.nccl_rules import enforce_nccl_rules
-
-# Imported once by the fork server; a rank imports the rest (its test module, DeepSpeed) itself.
-PRELOAD = ["torch", "torch.distributed", "megatron_glmd.engine.trainer", "megatron_glmd.engine.task_trainer",
-           "tests.distributed"]
-START_METHOD = "forkserver"
-multiprocessing.set_forkserver_preload(PRELOAD)
 
 
 def _free_port() -> int:
@@ -49,15 +37,10 @@ def _free_port() -> int:
 
 
 def _worker(rank, world_size, port, result_dir, environ, fn, args):
-    # The fork server's environment is the one it started with: take the caller's, as spawn would.
-    os.environ.clear()
-    os.environ.update(environ)
+    log = os.path.join(result_dir, f"rank{rank}.log")       # relayed by the caller
+    become_callers(environ, log, log)
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
                       RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank))
-    # The server's stdout/stderr are those of whichever test started it: write to a file the caller relays.
-    log = os.open(os.path.join(result_dir, f"rank{rank}.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    os.dup2(log, 1)
-    os.dup2(log, 2)
     torch.set_num_threads(1)
     out_path = os.path.join(result_dir, f"rank{rank}.pt")
     try:

@@ -1,10 +1,9 @@
 """Every bad input a hostile user tried, one row each: the command stops with status 2 (the tools: 1)
 and a single ``error:`` line naming the file or field, prints no traceback and writes nothing.
 
-glmd-train's rows run in one fresh process per table (tests/cli/one_process.py: each case with
-its own stdout and stderr file descriptors), not one process each: a case is about the message and
-the status. Whole ``python -m megatron_glmd.cli.train`` processes still refuse a config that is a
-directory and a bad kernel-backend variable below."""
+glmd-train's rows run as processes forked from tests/fork_server.py's server (torch and the project
+imported once); a whole ``python -m megatron_glmd.cli.train`` process refuses a config that names a
+directory."""
 import os
 import shutil
 import subprocess
@@ -14,8 +13,7 @@ import pytest
 import yaml
 
 from megatron_glmd.data.indexed_dataset import write_documents
-from tests.cli.one_process import in_few_processes
-from tests.cli.train_runs import config, train
+from tests.cli.train_runs import config, train, train_forked
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -74,29 +72,16 @@ TRAIN_CASES = [
 ]
 
 
-@pytest.fixture(scope="module")
-def train_case_runs(dataset, tokenizer_model, tmp_path_factory):
-    """Each TRAIN_CASES row in a folder of its own, run in one process: {case: (status, stderr, process
-    group left, the folder's files before, after)}."""
-    folders, argvs = [], []
-    for case, sets, _ in TRAIN_CASES:
-        folder = tmp_path_factory.mktemp("bad_input")
-        path = config(dataset, tokenizer_model, folder, 3)
-        if callable(sets):
-            sets = sets(folder, dataset)
-        folders.append((folder, _listing(folder)))
-        argvs.append(["--config", path, *[arg for s in sets for arg in ("--set", s)]])
-    results = in_few_processes(argvs, tmp_path_factory.mktemp("bad_input_outputs"))
-    return {case: (*result, before, _listing(folder))
-            for (case, _, _), result, (folder, before) in zip(TRAIN_CASES, results, folders)}
-
-
 @pytest.mark.parametrize("case,sets,named", TRAIN_CASES, ids=[c[0] for c in TRAIN_CASES])
-def test_glmd_train_bad_input(case, sets, named, train_case_runs):
-    status, err, process_group, before, after = train_case_runs[case]
-    assert status == 2, err[-3000:]
-    _one_error_line(err, named)
-    assert not process_group and after == before
+def test_glmd_train_bad_input(case, sets, named, dataset, tokenizer_model, tmp_path):
+    path = config(dataset, tokenizer_model, tmp_path, 3)
+    if callable(sets):
+        sets = sets(tmp_path, dataset)
+    before = _listing(tmp_path)
+    done = train_forked(path, *[arg for s in sets for arg in ("--set", s)])
+    assert done.returncode == 2, done.stderr[-3000:]
+    _one_error_line(done.stderr, named)
+    assert _listing(tmp_path) == before
 
 
 def test_glmd_train_config_naming_a_directory(tmp_path):
@@ -122,34 +107,18 @@ def _deleted_train_state(run):
     return "train_state_rank0.pt"
 
 
-DAMAGES = [_empty_latest, _truncated_model_file, _deleted_train_state]
-
-
-@pytest.fixture(scope="module")
-def damaged_runs(finished_run, dataset, tokenizer_model, tmp_path_factory):
-    """Each damage done to a fresh copy of the finished run, then glmd-train resuming each copy, all in one
-    process where one allows: {damage: (status, stderr, process group left, the named file, files before, after)}."""
-    prepared, argvs = [], []
-    for damage in DAMAGES:
-        folder = tmp_path_factory.mktemp("damaged")
-        shutil.copytree(finished_run / "run", folder / "run")
-        named = damage(folder / "run")
-        prepared.append((folder, named, _listing(folder)))
-        argvs.append(["--config", config(dataset, tokenizer_model, folder, 4)])
-    results = in_few_processes(argvs, tmp_path_factory.mktemp("damaged_outputs"))
-    return {damage: (*result, named, before, sorted(set(_listing(folder)) - {"run.yaml"}))
-            for damage, result, (folder, named, before) in zip(DAMAGES, results, prepared)}
-
-
-@pytest.mark.parametrize("damage", DAMAGES)
-def test_glmd_train_damaged_checkpoint(damage, damaged_runs):
-    status, err, _, named, before, after = damaged_runs[damage]
-    assert status == 2, err[-3000:]
-    line = _one_error_line(err, named)
+@pytest.mark.parametrize("damage", [_empty_latest, _truncated_model_file, _deleted_train_state])
+def test_glmd_train_damaged_checkpoint(damage, finished_run, dataset, tokenizer_model, tmp_path):
+    shutil.copytree(finished_run / "run", tmp_path / "run")
+    named = damage(tmp_path / "run")
+    before = _listing(tmp_path)
+    done = train_forked(config(dataset, tokenizer_model, tmp_path, 4))
+    assert done.returncode == 2, done.stderr[-3000:]
+    line = _one_error_line(done.stderr, named)
     way_out = {_empty_latest: "iter_0000002", _deleted_train_state: "iter_0000001",
                _truncated_model_file: "iter_0000001"}[damage]
     assert line.endswith(f"--set checkpoint.load_tag={way_out}")  # the newest complete, undamaged checkpoint
-    assert after == before
+    assert sorted(set(_listing(tmp_path)) - {"run.yaml"}) == before
 
 
 def test_lr_written_as_1e_3_is_the_float_users_mean(tmp_path):
@@ -193,20 +162,18 @@ def test_distill_local_finds_a_config_relative_to_the_caller(tmp_path):
     assert f"--config {tmp_path / 'mine.yaml'}" in done.stdout
 
 
-def test_a_bad_kernel_backend_variable_is_one_line_before_any_work(finished_run, dataset, tokenizer_model, tmp_path):
+def test_a_bad_kernel_backend_variable_is_one_line_before_any_work(finished_run, dataset, tokenizer_model, tmp_path,
+                                                                  monkeypatch):
     """GLMD_SOFTMAX_KL_BACKEND is read when the distillation objective is built, not at the first
     step: a wrong value stops start-up with one line naming the variable. The teacher: a copy of the
-    finished run (pre-trained tiny-student, as the student)."""
+    finished run (a pre-trained tiny-student, the student's shape)."""
     teacher, student = tmp_path / "teacher", tmp_path / "student"
     shutil.copytree(finished_run / "run", teacher / "run")
     student.mkdir()
     path = config(dataset, tokenizer_model, student, 2)
     sets = ["mode=distill", f"teacher_checkpoint={teacher / 'run'}"]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "GLMD_SOFTMAX_KL_BACKEND": "cuda-please"}
-    proc = subprocess.Popen([sys.executable, "-m", "megatron_glmd.cli.train", "--config", str(path),
-                             *[arg for s in sets for arg in ("--set", s)]],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    out, err = proc.communicate(timeout=300)
-    assert proc.returncode == 2, err[-3000:]
-    _one_error_line(err, "GLMD_SOFTMAX_KL_BACKEND")
-    assert "iteration" not in out
+    monkeypatch.setenv("GLMD_SOFTMAX_KL_BACKEND", "cuda-please")
+    done = train_forked(path, *[arg for s in sets for arg in ("--set", s)])
+    assert done.returncode == 2, done.stderr[-3000:]
+    _one_error_line(done.stderr, "GLMD_SOFTMAX_KL_BACKEND")
+    assert "iteration" not in done.stdout

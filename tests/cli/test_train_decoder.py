@@ -1,7 +1,6 @@
 """glmd-train on a decoder: a corpus tokenised with a tokenizer.json (Llama-3 style: no pad), a run
 whose `auto` tokenizer type reads it as a Hugging Face tokenizer and whose samples are causal; the
-decoder's misconfigurations stop with one `error:` line before any work (in one process for all:
-tests/cli/one_process.py)."""
+decoder's misconfigurations stop with one `error:` line before any work."""
 import pytest
 import yaml
 
@@ -9,8 +8,7 @@ from megatron_glmd.config import preset
 from megatron_glmd.convert import write_checkpoint
 from megatron_glmd.data.preprocess import preprocess
 from megatron_glmd.model import GLMStage
-from tests.cli.one_process import in_few_processes
-from tests.cli.train_runs import train
+from tests.cli.train_runs import train, train_forked
 from tests.data.corpus import paragraphs, train_byte_level_bpe
 
 VOCAB = 384
@@ -70,10 +68,8 @@ def test_decoder_misconfigurations_give_one_line(corpus, tmp_path):
              (["--set", "mode=distill", "--set", f"teacher_checkpoint={tmp_path / 'glm_teacher'}"],
               "teacher architecture 'glm', student architecture 'decoder'")]
     path = _config(corpus, tmp_path)
-    (tmp_path / "outputs").mkdir()
-    results = in_few_processes([["--config", path, *args] for args, _ in cases], tmp_path / "outputs")
-    for (_, named), (status, err, process_group) in zip(cases, results):
-        assert status == 2, err[-3000:]
-        _one_error_line(err, named)
-        assert not process_group
+    for args, named in cases:
+        done = train_forked(path, *args)
+        assert done.returncode == 2, done.stderr[-3000:]
+        _one_error_line(done.stderr, named)
     assert not (tmp_path / "run").exists()

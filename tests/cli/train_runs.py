@@ -34,3 +34,12 @@ def train(config, *extra, **kwargs):
     return subprocess.Popen([sys.executable, "-m", "megatron_glmd.cli.train", "--config", str(config), *extra],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"}, **kwargs)
+
+
+def train_forked(config, *extra):
+    """glmd-train in a process forked from tests/fork_server.py's server: a bad-input case is about the
+    status and the lines, not the interpreter's start (a test about a whole process uses :func:`train`)."""
+    from megatron_glmd.cli.train import main
+    from tests.fork_server import run_forked
+
+    return run_forked(main, ["--config", str(config), *extra])

@@ -1,5 +1,7 @@
 """The conversion tools as scripts: a summary on success; on bad input exactly one
-`error: <file>: <problem>` line, exit status 1, no traceback, and no output folder left behind."""
+`error: <file>: <problem>` line, exit status 1, no traceback, and no output folder left behind.
+The happy path runs each tool as a whole ``python tools/...`` process; the bad inputs run the same
+scripts as processes forked from tests/fork_server.py's server (torch and the project imported once)."""
 import os
 import subprocess
 import sys
@@ -8,6 +10,7 @@ import pytest
 import torch
 
 from tests.convert.glm_reference import RunsCode, random_glm_state, write_hub, write_megatron
+from tests.fork_server import run_script
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 GLM = ["--num-attention-heads", "4", "--vocab-size", "265"]
@@ -16,6 +19,10 @@ GLM = ["--num-attention-heads", "4", "--vocab-size", "265"]
 def tool(name, *args):
     return subprocess.run([sys.executable, os.path.join(ROOT, "tools", name), *map(str, args)],
                           capture_output=True, text=True, timeout=120)
+
+
+def forked_tool(name, *args):
+    return run_script(os.path.join(ROOT, "tools", name), *args, timeout=120)
 
 
 def fails(done, path, message):
@@ -50,7 +57,7 @@ def shard(folder, rank):
 
 
 def convert(tmp_path, source, *extra):
-    done = tool("convert_glm_checkpoint.py", "--source", source, "--output", tmp_path / "out", *extra)
+    done = forked_tool("convert_glm_checkpoint.py", "--source", source, "--output", tmp_path / "out", *extra)
     assert not os.path.exists(tmp_path / "out")
     return done
 
@@ -97,8 +104,8 @@ def test_pickle_payload_never_runs(tmp_path, megatron4):
 
 
 def test_reshard_and_export_bad_input(tmp_path):
-    fails(tool("reshard_checkpoint.py", "--source", tmp_path, "--output", tmp_path / "o", "--tp", 2),
+    fails(forked_tool("reshard_checkpoint.py", "--source", tmp_path, "--output", tmp_path / "o", "--tp", 2),
           tmp_path / "config.yaml", "missing: not a megatron-glmd checkpoint directory")
-    fails(tool("export_checkpoint.py", "--source", tmp_path / "nope", "--output", tmp_path / "o"),
+    fails(forked_tool("export_checkpoint.py", "--source", tmp_path / "nope", "--output", tmp_path / "o"),
           tmp_path / "nope" / "config.yaml", "missing")
     assert not os.path.exists(tmp_path / "o")

@@ -1,6 +1,7 @@
 """Export of a decoder checkpoint back to the Hugging Face layout: transformers'
 AutoModelForCausalLM.from_pretrained reads it and gives the source model's logits; a sharded export
-converts back to the same weights; bad input to the tools is one line."""
+converts back to the same weights; bad input to the tools is one line (the failing calls run as
+processes forked from tests/fork_server.py's server, the successful one as a whole process)."""
 import json
 import os
 import subprocess
@@ -12,6 +13,7 @@ from megatron_glmd.convert.export import export_checkpoint
 from megatron_glmd.convert.glmd_checkpoint import read_checkpoint
 from megatron_glmd.convert.hf_import import convert_hf_checkpoint
 from tests.convert.hf_reference import MODELS, batch, hf_logits, hf_model
+from tests.fork_server import run_script
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -45,6 +47,10 @@ def tool(name, *args):
                           capture_output=True, text=True, timeout=120)
 
 
+def forked_tool(name, *args):
+    return run_script(os.path.join(ROOT, "tools", name), *args, timeout=120)
+
+
 def fails(done, path, message, output):
     assert done.returncode == 1, done.stdout + done.stderr
     lines = done.stderr.strip().splitlines()
@@ -61,20 +67,21 @@ def test_bad_input_is_one_line(tmp_path):
     done = tool("convert_hf_checkpoint.py", "--source", source, "--output", out, "--tp", 2, "--pp", 2)
     assert done.returncode == 0 and "KV heads, sharded at TP=2" in done.stdout, done.stderr
     out = tmp_path / "out2"
-    done = tool("convert_hf_checkpoint.py", "--source", source, "--output", out, "--tp", 3)
+    done = forked_tool("convert_hf_checkpoint.py", "--source", source, "--output", out, "--tp", 3)
     fails(done, out, "tensor-parallel size 3 must divide num_attention_heads (4)", out)
 
     config_path = source / "config.json"
     config = json.loads(config_path.read_text())
     config_path.write_text(json.dumps({**config, "rope_scaling": {"rope_type": "yarn", "factor": 4.0}}))
-    fails(tool("convert_hf_checkpoint.py", "--source", source, "--output", out), config_path,
+    fails(forked_tool("convert_hf_checkpoint.py", "--source", source, "--output", out), config_path,
           "rope_scaling type 'yarn' is not supported", out)
     config_path.write_text(json.dumps({**config, "architectures": ["GPT2LMHeadModel"]}))
-    fails(tool("convert_hf_checkpoint.py", "--source", source, "--output", out), config_path,
+    fails(forked_tool("convert_hf_checkpoint.py", "--source", source, "--output", out), config_path,
           "another model family", out)
     config_path.write_text(json.dumps(config))
 
     index = json.loads((source / "model.safetensors.index.json").read_text())
     victim = sorted(set(index["weight_map"].values()))[1]
     os.remove(source / victim)
-    fails(tool("convert_hf_checkpoint.py", "--source", source, "--output", out), source / victim, "missing", out)
+    fails(forked_tool("convert_hf_checkpoint.py", "--source", source, "--output", out), source / victim, "missing",
+          out)
