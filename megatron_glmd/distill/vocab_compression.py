@@ -63,8 +63,8 @@ def prepare_run(cfg: RunConfig) -> Tuple[RunConfig, Optional[VocabCompression], 
     full = n == v or (cfg.model.is_decoder and n > v)
     if full and n != k:
         cfg = dataclasses.replace(cfg, model=cfg.model.replace(vocab_size=k))
-        rows = f" embedding rows for {v} ids" if n > v else ""
-        derived = f" (model.vocab_size {n} is the full vocabulary{rows}: the student's is derived as K)"
+        what = f"embedding rows for {v} ids, the full vocabulary" if n > v else "the full vocabulary"
+        derived = f" (model.vocab_size {n} is {what}: the student's is derived as K)"
     elif n != k:
         rows = f", or the teacher's embedding rows >= {v}," if cfg.model.is_decoder else ""
         raise ConfigError(f"model.vocab_size={n}, but {summary} keeps kept_size={k} of "
