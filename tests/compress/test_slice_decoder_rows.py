@@ -6,8 +6,6 @@ ids only, the sliced rows those of the untied ``lm_head``); a teacher with fewer
 one line."""
 import math
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -21,7 +19,6 @@ from megatron_glmd.convert.glmd_checkpoint import full_shapes
 from megatron_glmd.data.vocab_frequency import write_frequency_tsv
 from tools import slice_embeddings
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 V, ROWS = 300, 520
 SPECIALS, PROTECTED = [297, 298, 299], [42]
 TOKENS = [f"w{i}" for i in range(V - 3)] + ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
@@ -66,17 +63,16 @@ def _reference(state, counts, kept_size):
     return torch.tensor(kept), token_map
 
 
-def test_cli_slices_the_real_ids_of_a_teacher_with_extra_rows(inputs):
+def test_cli_slices_the_real_ids_of_a_teacher_with_extra_rows(inputs, capsys):
     root, state, counts = inputs
     out = root / "vc"
-    done = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "slice_embeddings.py"), "--teacher",
-                           str(root / "teacher"), "--frequencies", str(root / "freq.tsv"), "--ratio", "0.5",
-                           "--output", str(out), "--student-model", "qwen2.5-1.5b", "--device", "cpu", "--quiet"],
-                          capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
+    assert slice_embeddings.main(["--teacher", str(root / "teacher"), "--frequencies", str(root / "freq.tsv"),
+                                  "--ratio", "0.5", "--output", str(out), "--student-model", "qwen2.5-1.5b",
+                                  "--device", "cpu", "--quiet"]) == 0
+    stdout = capsys.readouterr().out
     k = math.ceil(V * 0.5 / 128) * 128                      # K from the tokenizer's 300 ids: 256 (from 520: 384)
-    assert f"wrote {out}: kept K = {k} of {V} ids (r_v = 0.5), mapping inner" in done.stdout
-    assert f"teacher embedding rows: {ROWS}; the {ROWS - V} past the tokenizer's ids are not read" in done.stdout
+    assert f"wrote {out}: kept K = {k} of {V} ids (r_v = 0.5), mapping inner" in stdout
+    assert f"teacher embedding rows: {ROWS}; the {ROWS - V} past the tokenizer's ids are not read" in stdout
     art = load_artifact(str(out), vocab_size=V, tokens=TOKENS)
     kept, token_map = _reference(state, counts, k)
     assert torch.equal(art.kept_ids, kept) and torch.equal(art.token_map, token_map)
