@@ -164,12 +164,3 @@ def encode_candidates(task: ClozeTask, example: ClozeExample, tokenizer, seq_len
     out["length"] = np.array([s["length"] for s in samples], dtype=np.int64)
     out["label"] = example.target
     return out
-
-
-def encode_example(task: ClozeTask, example: ClozeExample, tokenizer, seq_length: int, verbalizer_ids=None) -> dict:
-    """:func:`encode_single` or :func:`encode_candidates`, whichever the task is."""
-    if task.multi_token:
-        return encode_candidates(task, example, tokenizer, seq_length)
-    if verbalizer_ids is None:
-        verbalizer_ids = verbalizer_token_ids(task, tokenizer)
-    return encode_single(task, example, tokenizer, seq_length, verbalizer_ids)
