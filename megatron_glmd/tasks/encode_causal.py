@@ -34,7 +34,7 @@ import numpy as np
 
 from ..data.causal_dataset import causal_sample
 from ..data.errors import DataError
-from .encode import encode_context
+from .encode import candidate_token_ids, context_budget, encode_context, stack_candidates
 from .task import ClozeExample, ClozeTask
 
 
@@ -63,19 +63,9 @@ def encode_single_causal(task: ClozeTask, example: ClozeExample, tokenizer, seq_
 def encode_candidates_causal(task: ClozeTask, example: ClozeExample, tokenizer, seq_length: int) -> dict:
     """One causal sample per candidate, stacked on a leading axis ``[n, ...]`` (module doc); ``label`` is
     the index of the right candidate (-1: none)."""
-    if not example.candidates:
-        raise DataError(f"{example.guid}: no candidates to fill the [MASK]")
-    answers = []
-    for k, text in enumerate(example.candidates):
-        ids = tokenizer.encode(task.answer_prefix + text)
-        if not ids:
-            raise DataError(f"{example.guid}: candidate {k} ({text!r}) encodes to no tokens")
-        answers.append(ids)
-    longest = max(len(a) for a in answers)
+    answers = candidate_token_ids(task, example, tokenizer)
     # [bos] + left + candidate + right is seq_length + 1 tokens at most (the last one is a target only)
-    budget = seq_length + 1 - len(_prefix(tokenizer)) - longest
-    if budget < 0:
-        raise DataError(f"{example.guid}: a candidate of {longest} tokens does not fit seq_length {seq_length}")
+    budget = context_budget(example, seq_length + 1 - len(_prefix(tokenizer)), answers, seq_length)
     left, right = encode_context(task, example, tokenizer, budget)
     before = _prefix(tokenizer) + left
     if not before:
@@ -85,9 +75,6 @@ def encode_candidates_causal(task: ClozeTask, example: ClozeExample, tokenizer, 
     for ids in answers:
         sample = causal_sample(np.array(before + ids + right), [0], seq_length, tokenizer.pad_id)
         sample["loss_mask"][:len(before) - 1] = 0.0
+        sample["sep"] = len(before) - 1
         samples.append(sample)
-    out = {key: np.stack([s[key] for s in samples]) for key in ("input_ids", "position_ids", "target_ids", "loss_mask")}
-    out["sep"] = np.full(len(samples), len(before) - 1, dtype=np.int64)
-    out["length"] = np.array([s["length"] for s in samples], dtype=np.int64)
-    out["label"] = example.target
-    return out
+    return stack_candidates(samples, example.target)

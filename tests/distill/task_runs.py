@@ -13,6 +13,7 @@ from megatron_glmd.engine.trainer import Trainer
 from megatron_glmd.model import GLMStage
 from megatron_glmd.model.build import build_stage
 from tests.distill.task_cases import task_config
+from tests.distributed import run_distributed
 
 
 def _quiet(*args, **kwargs):
@@ -38,16 +39,40 @@ def task_chain(rank, world, tp, pp, workdir, tok, topics, copa):
                                                    iterations=3))
     _, out["copa_task_logits"] = _run(task_config("task_logits", tp, pp, tok, multi, d("c2b"), init=d("c2a"),
                                                   teacher=d("teacher"), iterations=3))
-    evaluation = TaskTrainer.from_config(task_config("evaluate", tp, pp, tok, single, d("eval"), init=d("s2b")),
+    evaluation = _evaluate(out, tp, pp, tok, single, d)
+    if tp == 1 and rank == 0:
+        out["naive_predictions"] = naive_predictions(evaluation, d("s2b"))
+    dist.barrier()
+    return out
+
+
+def _evaluate(out: dict, tp, pp, tok, task: dict, d) -> TaskTrainer:
+    """``evaluate`` of the 2b student (``d("s2b")``): its metrics, predictions and results file into ``out``."""
+    evaluation = TaskTrainer.from_config(task_config("evaluate", tp, pp, tok, task, d("eval"), init=d("s2b")),
                                          log=_quiet)
     evaluation.train()
     out["metrics"] = evaluation.finish()
     out["predictions"] = evaluation.last_predictions["student"]
     out["results"] = evaluation.results_path()
-    if tp == 1 and rank == 0:
-        out["naive_predictions"] = naive_predictions(evaluation, d("s2b"))
-    dist.barrier()
-    return out
+    return evaluation
+
+
+def run_layouts(tmp_path_factory, layouts, chain, files, name: str) -> dict:
+    """``{(tp, pp, dp): per-rank results}`` of ``chain`` run at every layout, each in its own folder."""
+    results = {}
+    for tp, pp, dp in layouts:
+        workdir = str(tmp_path_factory.mktemp(f"{name}_tp{tp}pp{pp}dp{dp}"))
+        results[(tp, pp, dp)] = run_distributed(tp * pp * dp, chain, tp, pp, workdir, *files)
+    return results
+
+
+def assert_curve_matches_reference(chains: dict, layout, curve: str) -> None:
+    """Every rank's ``curve`` at ``layout`` equals (1,1,1)'s: rtol/atol 2e-4, the engine tests' tolerance."""
+    reference = chains[(1, 1, 1)][0][curve]
+    assert len(reference) >= 3 and all(torch.isfinite(torch.tensor(reference)))
+    for rank, result in enumerate(chains[layout]):
+        torch.testing.assert_close(torch.tensor(result[curve]), torch.tensor(reference), rtol=2e-4, atol=2e-4,
+                                   msg=f"{curve} curve of layout {layout}, rank {rank}")
 
 
 def naive_predictions(trainer: TaskTrainer, model_dir: str):
@@ -175,11 +200,7 @@ def decoder_task_chain(rank, world, tp, pp, workdir, tok, topics, copa):
                                              teacher=d("teacher"), iterations=3))
     _, out["copa_task_logits"] = _run(task_config("task_logits", tp, pp, tok, multi, d("c2b"), init=d("s2a"),
                                                   teacher=d("teacher"), iterations=3))
-    evaluation = TaskTrainer.from_config(task_config("evaluate", tp, pp, tok, single, d("eval"), init=d("s2b")),
-                                         log=_quiet)
-    evaluation.train()
-    out["metrics"] = evaluation.finish()
-    out["predictions"] = evaluation.last_predictions["student"]
+    evaluation = _evaluate(out, tp, pp, tok, single, d)
     if tp == 1 and rank == 0:
         out["naive_predictions"] = naive_decoder_predictions(evaluation, d("s2b"), tok)
     dist.barrier()

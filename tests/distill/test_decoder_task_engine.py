@@ -4,11 +4,9 @@ candidate) give the same loss curves at (TP, PP, DP) = (1,1,1), (2,1,1), (1,2,1)
 ``evaluate`` predicts the same at every layout, equal to the verbalizer argmax of plain prompts run
 through the saved model alone."""
 import pytest
-import torch
 
 from tests.distill.task_cases import DECODER_WORDS, make_bpe_tokenizer, write_copa, write_topic_task
-from tests.distill.task_runs import decoder_task_chain
-from tests.distributed import run_distributed
+from tests.distill.task_runs import assert_curve_matches_reference, decoder_task_chain, run_layouts
 
 LAYOUTS = [(1, 1, 1), (2, 1, 1), (1, 2, 1), (2, 2, 1)]  # (TP, PP, DP)
 CURVES = ["finetune", "task_distill", "task_logits", "copa_task_logits"]
@@ -20,21 +18,13 @@ def chains(tmp_path_factory):
     files = (make_bpe_tokenizer(str(root / "tok")),
              write_topic_task(str(root / "topics"), pattern="{text} This is about [MASK]", words=DECODER_WORDS),
              write_copa(str(root / "copa")))
-    results = {}
-    for tp, pp, dp in LAYOUTS:
-        workdir = str(tmp_path_factory.mktemp(f"decoder_task_tp{tp}pp{pp}dp{dp}"))
-        results[(tp, pp, dp)] = run_distributed(tp * pp * dp, decoder_task_chain, tp, pp, workdir, *files)
-    return results
+    return run_layouts(tmp_path_factory, LAYOUTS, decoder_task_chain, files, "decoder_task")
 
 
 @pytest.mark.parametrize("layout", LAYOUTS[1:])
 @pytest.mark.parametrize("curve", CURVES)
 def test_decoder_task_curves_are_layout_independent(chains, layout, curve):
-    reference = chains[(1, 1, 1)][0][curve]
-    assert len(reference) >= 3 and all(torch.isfinite(torch.tensor(reference)))
-    for rank, result in enumerate(chains[layout]):
-        torch.testing.assert_close(torch.tensor(result[curve]), torch.tensor(reference), rtol=2e-4, atol=2e-4,
-                                   msg=f"{curve} curve of layout {layout}, rank {rank}")
+    assert_curve_matches_reference(chains, layout, curve)
 
 
 def test_decoder_task_runs_train(chains):
