@@ -8,6 +8,11 @@
 
 Plain text: one document per blank-line-separated block. JSONL (.jsonl/.json): the text under
 --json-key. Output appears atomically once every input was read without error.
+
+--split-sentences auto (the default) splits documents into sentences, each tokenised on its own,
+for GLM's tokenizers (blank infilling masks whole sentences) and keeps them whole for
+--tokenizer-type hf: a byte-level BPE splitting sentences would lose the spaces between them, and
+a whole document decodes back to exactly its text. on / off force it (--no-split-sentences = off).
 """
 from __future__ import annotations
 
@@ -17,6 +22,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from tools._cli import run  # noqa: E402
+
+SPLIT = {"auto": None, "on": True, "off": False}     # preprocess()'s split_into_sentences
 
 
 def parse_args(argv=None):
@@ -32,8 +39,12 @@ def parse_args(argv=None):
     p.add_argument("--input-format", default="auto", choices=["auto", "text", "jsonl"],
                    help="auto: .jsonl/.json files are JSONL, everything else plain text")
     p.add_argument("--workers", type=int, default=1)
-    p.add_argument("--no-split-sentences", action="store_true",
-                   help="keep each document as one sentence (no [sMASK] sentence spans then)")
+    p.add_argument("--split-sentences", default="auto", choices=["auto", "on", "off"],
+                   help="auto: off for --tokenizer-type hf (byte-level BPEs keep the spaces between "
+                        "sentences only when a document is encoded whole), on otherwise; off: no [sMASK] "
+                        "sentence spans for GLM")
+    p.add_argument("--no-split-sentences", dest="split_sentences", action="store_const", const="off",
+                   help="the same as --split-sentences off")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p.parse_args(argv)
 
@@ -45,7 +56,7 @@ def main(argv=None) -> int:
         from megatron_glmd.data.preprocess import preprocess
         stats = preprocess(args.input, args.output_prefix, args.tokenizer_model, json_key=args.json_key,
                            workers=args.workers, input_format=args.input_format,
-                           split_into_sentences=not args.no_split_sentences, progress=not args.quiet,
+                           split_into_sentences=SPLIT[args.split_sentences], progress=not args.quiet,
                            tokenizer_type=args.tokenizer_type)
         print(f"wrote {args.output_prefix}.bin/.idx: {stats.documents} documents, {stats.sentences} sentences, "
               f"{stats.tokens} tokens from {stats.input_bytes / 1e6:.1f} MB in {stats.seconds:.2f} s "

@@ -7,13 +7,16 @@
 --teacher is a megatron-glmd checkpoint directory (any TP/PP, either model family; an untied
 decoder's sliced matrix comes from its output layer, the token map from its word embedding);
 --frequencies the table written by tools/count_vocab_freq.py for the teacher's tokenizer (a
-tokenizer.json with --tokenizer-type hf too). Keeps K = ceil(v · r_v / 128) · 128
-top-ranked tokens (or --kept K), maps every dropped token to a kept ordinary token by the teacher's
-word-embedding rows (chunks of the v × K scores on a GPU when there is one, with a progress bar),
-and writes the directory --output atomically: tensors.safetensors (kept_ids, token_map,
-teacher_output_weight) and summary.json, which it also prints. --student-model (a model YAML or
-a preset name) adds the student parameters saved. Every bad input stops before the mapping starts
-with one line `error: <file or option>: ...`.
+tokenizer.json with --tokenizer-type hf too). A decoder teacher may have more embedding rows than
+the tokenizer has ids (Qwen2.5: 152,064 rows, 151,665 ids): the artifact covers the table's v ids,
+and the rows past them, which no token id reaches, are never ranked, mapped or kept.
+
+Keeps K = ceil(v · r_v / 128) · 128 top-ranked tokens (or --kept K), maps every dropped token to a
+kept ordinary token by the teacher's word-embedding rows (chunks of the v × K scores on a GPU when
+there is one, with a progress bar), and writes the directory --output atomically:
+tensors.safetensors (kept_ids, token_map, teacher_output_weight) and summary.json, which it also
+prints. --student-model (a model YAML or a preset name) adds the student parameters saved. Every
+bad input stops before the mapping starts with one line `error: <file or option>: ...`.
 """
 from __future__ import annotations
 
@@ -82,7 +85,8 @@ def main(argv=None) -> int:
             width = student.embedding_size or student.hidden_size
         where = os.path.join(args.teacher, "config.yaml")
         teacher_config, _, _ = step(args.teacher, read_model_config, args.teacher)
-        step(where, check_teacher_vocabulary, table, teacher_config.vocab_size)
+        # A decoder's vocab_size is its embedding's rows, which may exceed the tokenizer's ids (Qwen2.5).
+        step(where, check_teacher_vocabulary, table, teacher_config.vocab_size, decoder=teacher_config.is_decoder)
         if teacher_config.embedding_size:
             raise DataError(f"{where}: embedding_size: a factorised teacher embedding is not supported")
 
@@ -91,6 +95,7 @@ def main(argv=None) -> int:
         # An untied decoder's output layer (model/decoder.py) is what its teacher decodes with.
         artifact = compress_vocabulary(state[EMBEDDING], table, kept, mapping=args.mapping, ratio=args.ratio,
                                        unk_id=unk_id, student_width=width, output_matrix=state.get("lm_head"),
+                                       teacher_rows=teacher_config.vocab_size,
                                        device=None if args.device == "auto" else args.device,
                                        max_chunk_bytes=args.chunk_mib << 20, progress=not args.quiet)
         seconds = time.perf_counter() - start
@@ -108,6 +113,9 @@ def print_summary(path: str, s: dict, seconds: float) -> None:
     if s["corpus_coverage"] is not None:
         print(f"  corpus tokens covered by the kept set: {100 * s['corpus_coverage']:.2f} %")
     print(f"  ids mapped to themselves: {100 * s['self_mapped_fraction']:.2f} %")
+    teacher_rows = s.get("teacher", {}).get("vocab_rows", v)
+    if teacher_rows > v:
+        print(f"  teacher embedding rows: {teacher_rows}; the {teacher_rows - v} past the tokenizer's ids are not read")
     saved = s["student_parameters_saved"]
     rows = s["student_embedding_rows_saved"]
     print(f"  student embedding rows saved: {rows}" + (f" ({saved:,} parameters)" if saved else ""))

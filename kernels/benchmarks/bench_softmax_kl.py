@@ -26,14 +26,12 @@ target, plus the autotuner's choices).
 from __future__ import annotations
 
 import argparse
-import ctypes
 import datetime
 import gc
 import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -42,6 +40,8 @@ import torch
 
 from kernels import softmax_kl
 from kernels.softmax_kl import backend_name
+
+from kernels.benchmarks.peak_memory import cpu_peak_extra_bytes, cuda_peak_extra_bytes, probe_in_child
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 # Llama-3's vocabulary (128,256 ids) unsharded and its last rank's shard at TP 2/4/8, the
@@ -118,27 +118,13 @@ def sync(device):
 
 # ----------------------------------------------------------------------------- memory
 
-def _rss_kib(field):
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
 def _probe_cpu_memory(variant, n, v, dtype_name, tau, vocab_end=None):
     """Child process: peak extra RSS (bytes) of one step; see the module docstring."""
     fn = make_variant(variant, tau, vocab_end)
     s, t = inputs(n, v, DTYPES[dtype_name], "cpu")
     step(fn, s, t)  # warm-up: code paths, thread pools, torch.compile
     s.grad = None
-    gc.collect()
-    ctypes.CDLL("libc.so.6").malloc_trim(0)
-    before = _rss_kib("VmRSS")
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")  # reset VmHWM to the current RSS
-    step(fn, s, t)
-    return (_rss_kib("VmHWM") - before) * 1024
+    return cpu_peak_extra_bytes(lambda: step(fn, s, t))
 
 
 def cpu_peak_memory(variant, n, v, dtype_name, tau, vocab_end=None):
@@ -147,22 +133,12 @@ def cpu_peak_memory(variant, n, v, dtype_name, tau, vocab_end=None):
     root = Path(__file__).resolve().parents[2]
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(root), env.get("PYTHONPATH")) if p)
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=root, env=env)
-    if proc.returncode != 0:
-        raise RuntimeError(proc.stderr.strip().splitlines()[-1] if proc.stderr else "probe failed")
-    return int(proc.stdout.strip().splitlines()[-1])
+    return probe_in_child(cmd, cwd=root, env=env)
 
 
 def cuda_peak_memory(fn, s, t):
     s.grad = None
-    gc.collect()
-    torch.cuda.synchronize()
-    torch.cuda.empty_cache()
-    torch.cuda.reset_peak_memory_stats()
-    before = torch.cuda.memory_allocated()
-    step(fn, s, t)
-    torch.cuda.synchronize()
-    return torch.cuda.max_memory_allocated() - before
+    return cuda_peak_extra_bytes(lambda: step(fn, s, t))
 
 
 def _cpu_name():

@@ -101,12 +101,11 @@ def prepare_data(workdir: str, vocab_size: int, architecture: str = "glm", log=p
         kind = "SentencePiece"
     vocab = load_tokenizer(tokenizer, TOKENIZER_TYPE[architecture]).vocab_size
     log(f"[2/5] tokenizer: {kind}, {vocab} pieces")
-    # GLM's blank infilling masks whole sentences, so its documents are stored sentence by sentence; a
-    # decoder's document is encoded whole (split, a byte-level BPE would lose the spaces between sentences).
+    # preprocess's default per tokenizer type: GLM's documents sentence by sentence (blank infilling masks
+    # whole sentences), the byte-level BPE's whole (split, it would lose the spaces between sentences).
     for split in ("train", "valid"):
         stats = preprocess([os.path.join(data, f"{split}.txt")], os.path.join(data, split), tokenizer,
-                           progress=False, tokenizer_type=TOKENIZER_TYPE[architecture],
-                           split_into_sentences=architecture == "glm")
+                           progress=False, tokenizer_type=TOKENIZER_TYPE[architecture])
         log(f"      {split}: {stats.tokens:,} tokens")
     return vocab
 

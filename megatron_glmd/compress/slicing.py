@@ -5,7 +5,8 @@ input is refused before the mapping starts, with a message the CLI prefixes by f
 
 1. :func:`kept_ids_for` — the kept set from the table's ranking and ``r_v`` (or K);
 2. :func:`unk_id_for` — the target of the ``unk`` mapping, looked up by its token;
-3. :func:`check_teacher_vocabulary` — the checkpoint and the table describe one vocabulary;
+3. :func:`check_teacher_vocabulary` — the checkpoint covers the table's vocabulary (a decoder's
+   embedding may have more rows than the tokenizer has ids);
 4. :func:`compress_vocabulary` — the token map (bounded memory, :mod:`.token_map`), the
    teacher's sliced output matrix and the summary, as a :class:`~.artifact.VocabCompression`.
 """
@@ -43,9 +44,18 @@ def unk_id_for(table: FrequencyTable, unk_token: str) -> int:
     raise DataError(f"no special token {unk_token!r} in the frequency table")
 
 
-def check_teacher_vocabulary(table: FrequencyTable, vocab_size: int, embedding_rows: Optional[int] = None) -> None:
-    """The teacher's (real) vocabulary must be the table's; its embedding must have those rows."""
-    if vocab_size != table.vocab_size:
+def check_teacher_vocabulary(table: FrequencyTable, vocab_size: int, embedding_rows: Optional[int] = None, *,
+                             decoder: bool = False) -> None:
+    """The teacher's vocabulary must cover the table's ids; its embedding must have those rows.
+
+    A GLM teacher's ``vocab_size`` is its tokenizer's: it must equal the table's. A decoder's is its
+    embedding's row count, which may exceed the tokenizer's ids (Qwen2.5: 152,064 rows for 151,665
+    ids): the rows past the table's ids are ones no token id reaches, never ranked, mapped or kept.
+    """
+    if decoder and vocab_size < table.vocab_size:
+        raise DataError(f"vocab_size is {vocab_size}, fewer than the {table.vocab_size} ids of the frequency "
+                        "table (a table of another tokenizer?)")
+    if not decoder and vocab_size != table.vocab_size:
         raise DataError(f"vocab_size is {vocab_size}, but the frequency table has {table.vocab_size} ids "
                         "(a table of another tokenizer?)")
     if embedding_rows is not None and embedding_rows < vocab_size:
@@ -57,26 +67,35 @@ def compress_vocabulary(embedding: torch.Tensor, table: FrequencyTable, kept_ids
                         mapping: str = "inner", ratio: Optional[float] = None, unk_id: Optional[int] = None,
                         student_width: Optional[int] = None, device=None,
                         max_chunk_bytes: int = DEFAULT_CHUNK_BYTES, chunk_rows: Optional[int] = None,
-                        progress: bool = True, output_matrix: Optional[torch.Tensor] = None) -> VocabCompression:
-    """Token map, sliced teacher matrix and summary for the teacher word embedding ``[v(+pad), h]``.
+                        progress: bool = True, output_matrix: Optional[torch.Tensor] = None,
+                        teacher_rows: Optional[int] = None) -> VocabCompression:
+    """Token map, sliced teacher matrix and summary for the teacher word embedding ``[rows >= v, h]``:
+    only its first ``v`` rows (the table's ids) are read, so the artifact's ``vocab_size`` is ``v``.
 
     ``student_width``: the width of the student's word embedding (``embedding_size`` when
     factorised, else ``hidden_size``), for the parameters-saved figure. ``output_matrix``: the
     teacher's output layer ``[v(+pad), h]`` when it is not the embedding (an untied decoder's
     ``lm_head``): the teacher decodes with its kept rows, while the token map still compares the
-    word embedding's rows (the map replaces the student's *input* ids and targets).
+    word embedding's rows (the map replaces the student's *input* ids and targets). ``teacher_rows``:
+    the teacher's ``vocab_size`` (a decoder's embedding rows, ``>= v``), recorded in the summary so a
+    run can refuse another teacher; a full-vocabulary student shares those rows (config/run.py
+    ``check_teacher_model``), so the rows saved are counted from them.
     """
     if mapping not in MAPPINGS:
         raise DataError(f"mapping must be one of {', '.join(MAPPINGS)}, got {mapping!r}")
     check_teacher_vocabulary(table, table.vocab_size, embedding.shape[0])
+    if teacher_rows is not None and teacher_rows < table.vocab_size:
+        raise DataError(f"teacher_rows {teacher_rows} is fewer than the {table.vocab_size} ids of the frequency table")
     embedding = embedding[:table.vocab_size]
     kept = torch.from_numpy(np.asarray(kept_ids, dtype=np.int64))
     token_map = map_tokens(embedding, kept, mapping=mapping, special_ids=table.special_ids,
                            protected_ids=table.protected_ids, unk_id=unk_id, max_chunk_bytes=max_chunk_bytes,
                            chunk_rows=chunk_rows, device=device, progress=progress)
     summary = summarize(kept, token_map, table.counts, table.tokens, mapping=mapping, ratio=ratio,
-                        student_width=student_width)
+                        student_width=student_width, full_rows=teacher_rows)
     summary["teacher"] = {"hidden_size": int(embedding.shape[1]), "dtype": str(embedding.dtype).replace("torch.", "")}
+    if teacher_rows is not None:
+        summary["teacher"]["vocab_rows"] = int(teacher_rows)
     output = embedding
     if output_matrix is not None:
         if output_matrix.shape[0] < table.vocab_size or output_matrix.shape[1] != embedding.shape[1]:

@@ -92,15 +92,13 @@ class RunConfig:
 
 
 def check_decoder_run(cfg: RunConfig) -> None:
-    """A decoder trains on causal samples (data/causal_dataset.py): GLM's blank-infilling fields are refused."""
+    """A decoder trains on causal samples (data/causal_dataset.py, tasks/encode_causal.py): GLM's
+    blank-infilling fields are refused."""
     if not cfg.model.is_decoder:
         return
     if cfg.data.task_mask:
         raise ConfigError("data.task_mask: blank infilling's task mask is GLM's; a decoder "
                           "(model.architecture: decoder) trains on causal samples")
-    if cfg.mode in TASK_MODES:
-        raise ConfigError(f"mode: {cfg.mode!r} scores GLM's blank-infilling cloze samples; the decoder "
-                          "family (model.architecture: decoder) runs pretrain and distill only")
 
 
 def check_teacher_model(student: ModelConfig, teacher: ModelConfig, tp: int, pp: int, where: str) -> None:

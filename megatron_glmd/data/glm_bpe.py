@@ -27,9 +27,10 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Iterable, List, Sequence, Tuple
+from typing import Iterable, Tuple
 
 from .errors import DataError
+from .tokenizer_base import TokenizersBackend
 
 ENDOFTEXT = "<|endoftext|>"
 COMMAND_TOKENS = ("<|startofpiece|>", "<|endofpiece|>", "[CLS]", "[MASK]", "[SEP]", "[UNK]", "[gMASK]", "[sMASK]")
@@ -55,7 +56,7 @@ def bpe_files(path: str) -> Tuple[str, ...]:
     return vocab, merges
 
 
-class GLMBPETokenizer:
+class GLMBPETokenizer(TokenizersBackend):
     """GPT-2 BPE + GLM's command tokens at their real ids (see the module docstring)."""
 
     dblock_id = None           # GLM-2B/10B were trained without the [dBLOCK] decoder mask
@@ -107,16 +108,6 @@ class GLMBPETokenizer:
         """Real ids: the BPE vocabulary and the command tokens (50265 for GLM-2B/10B)."""
         return self.num_text_tokens + len(COMMAND_TOKENS)
 
-    def padded_vocab_size(self, tp_size: int = 1) -> int:
-        from megatron_glmd.config import pad_vocab_size
-        return pad_vocab_size(self.vocab_size, tp_size)
-
-    def encode(self, text: str) -> List[int]:
-        return self._tok.encode(text, add_special_tokens=False).ids
-
-    def encode_batch(self, texts: Sequence[str]) -> List[List[int]]:
-        return [e.ids for e in self._tok.encode_batch(list(texts), add_special_tokens=False)]
-
     def decode(self, ids: Iterable[int]) -> str:
         """Text of ``ids`` without command tokens and ``<|endoftext|>``."""
         keep = [int(i) for i in ids if int(i) < self.num_text_tokens and int(i) != self.eod_id]
@@ -126,7 +117,7 @@ class GLMBPETokenizer:
         token_id = int(token_id)
         if token_id >= self.num_text_tokens:
             if token_id >= self.vocab_size:
-                raise DataError(f"id {token_id} is outside the vocabulary of {self.vocab_size} ids")
+                raise self._unknown_id(token_id)
             return COMMAND_TOKENS[token_id - self.num_text_tokens]
         return self._pieces[token_id]
 
@@ -135,8 +126,5 @@ class GLMBPETokenizer:
             return self._command[token]
         token_id = self._tok.token_to_id(token)
         if token_id is None or token_id >= self.num_text_tokens:
-            raise DataError(f"token {token!r} is not in the vocabulary of {self.model_file!r}")
+            raise self._unknown_token(token)
         return token_id
-
-    def tokens(self) -> List[str]:
-        return [self.id_to_token(i) for i in range(self.vocab_size)]

@@ -25,9 +25,10 @@ one document. Decoding drops special tokens.
 from __future__ import annotations
 
 import os
-from typing import Iterable, List, Optional, Sequence
+from typing import Iterable, Optional, Sequence
 
 from .errors import DataError
+from .tokenizer_base import TokenizersBackend
 
 EOD_NAMES = ("<|end_of_text|>", "<|endoftext|>", "</s>", "<eos>")
 BOS_NAMES = ("<|begin_of_text|>", "<s>", "<bos>")
@@ -45,7 +46,7 @@ def tokenizer_json_path(path: str) -> str:
     return path
 
 
-class HFTokenizer:
+class HFTokenizer(TokenizersBackend):
     """Encode/decode with a ``tokenizer.json``; special ids from its vocabulary (module docstring)."""
 
     # GLM's blank-infilling roles: a decoder's samples have none of them.
@@ -86,16 +87,6 @@ class HFTokenizer:
         """Every id of the file, added tokens included (Llama-3: 128,256)."""
         return self._vocab_size
 
-    def padded_vocab_size(self, tp_size: int = 1) -> int:
-        from megatron_glmd.config import pad_vocab_size
-        return pad_vocab_size(self.vocab_size, tp_size)
-
-    def encode(self, text: str) -> List[int]:
-        return self._tok.encode(text, add_special_tokens=False).ids
-
-    def encode_batch(self, texts: Sequence[str]) -> List[List[int]]:
-        return [e.ids for e in self._tok.encode_batch(list(texts), add_special_tokens=False)]
-
     def decode(self, ids: Iterable[int]) -> str:
         """Text of ``ids`` without the special tokens (EOD, BOS, pad, ...)."""
         return self._tok.decode([int(i) for i in ids], skip_special_tokens=True)
@@ -103,17 +94,14 @@ class HFTokenizer:
     def id_to_token(self, token_id: int) -> str:
         token = self._tok.id_to_token(int(token_id))
         if token is None:
-            raise DataError(f"id {token_id} is outside the vocabulary of {self.vocab_size} ids")
+            raise self._unknown_id(token_id)
         return token
 
     def token_to_id(self, token: str) -> int:
         token_id = self._tok.token_to_id(token)
         if token_id is None:
-            raise DataError(f"token {token!r} is not in the vocabulary of {self.model_file!r}")
+            raise self._unknown_token(token)
         return token_id
-
-    def tokens(self) -> List[str]:
-        return [self._tok.id_to_token(i) for i in range(self.vocab_size)]
 
 
 def train_byte_level_bpe(texts: Iterable[str], vocab_size: int, path: str,

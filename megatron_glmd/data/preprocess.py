@@ -9,9 +9,16 @@ Input formats:
 
 Each document is split into sentences by :func:`split_sentences` (or kept whole) and every
 sentence is tokenised on its own, so a document's tokens are the concatenation of
-``tokenizer.encode(sentence)`` over its sentences. The main process reads and validates input
-(so errors name the file and line), worker processes tokenise, and the main process writes in
-input order; the output appears atomically when everything succeeded.
+``tokenizer.encode(sentence)`` over its sentences. By default (:func:`split_by_default`) documents
+are split for GLM's tokenizers, whose blank infilling masks whole sentences ([sMASK]), and kept
+whole for a Hugging Face ``tokenizer.json`` (type ``hf``): a byte-level BPE keeps a word's leading
+space in the word's own token, so encoding stripped sentences one by one would drop the spaces
+between them (the stored document would no longer decode to its text), and causal samples use no
+sentence boundaries.
+
+The main process reads and validates input (so errors name the file and line), worker processes
+tokenise, and the main process writes in input order; the output appears atomically when
+everything succeeded.
 """
 from __future__ import annotations
 
@@ -21,7 +28,7 @@ import os
 import re
 import time
 from dataclasses import dataclass
-from typing import Iterator, List, Sequence, Tuple
+from typing import Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 from tqdm import tqdm
@@ -47,6 +54,12 @@ def split_sentences(text: str) -> List[str]:
         start = match.end()
     sentences.append(text[start:])
     return [s.strip() for s in sentences if s.strip()]
+
+
+def split_by_default(tokenizer_type: str) -> bool:
+    """Whether documents are split into sentences when the caller does not say: not for ``hf``
+    (module docstring); ``auto`` never resolves to ``hf`` (:func:`~.tokenizer.load_tokenizer`)."""
+    return tokenizer_type != "hf"
 
 
 def detect_format(path: str, input_format: str) -> str:
@@ -172,10 +185,11 @@ def _chunks(paths: Sequence[str], input_format: str, json_key: str) -> Iterator[
 
 
 def preprocess(input_files: Sequence[str], output_prefix: str, tokenizer_model: str, json_key: str = "text",
-               workers: int = 1, input_format: str = "auto", split_into_sentences: bool = True,
+               workers: int = 1, input_format: str = "auto", split_into_sentences: Optional[bool] = None,
                progress: bool = True, tokenizer_type: str = "auto") -> PreprocessStats:
     """Tokenise ``input_files`` into ``output_prefix.bin``/``.idx``; returns counts and timing.
-    ``tokenizer_type``: how ``tokenizer_model`` is read (:func:`~.tokenizer.load_tokenizer`)."""
+    ``tokenizer_type``: how ``tokenizer_model`` is read (:func:`~.tokenizer.load_tokenizer`);
+    ``split_into_sentences``: None splits as :func:`split_by_default` says for that type."""
     paths = [os.fspath(p) for p in input_files]
     if not paths:
         raise DataError("no input files given")
@@ -186,6 +200,8 @@ def preprocess(input_files: Sequence[str], output_prefix: str, tokenizer_model: 
     if workers < 1:
         raise DataError(f"--workers must be at least 1, got {workers}")
     tokenizer = load_tokenizer(tokenizer_model, tokenizer_type)  # validates the files before any work starts
+    if split_into_sentences is None:
+        split_into_sentences = split_by_default(tokenizer_type)
     total_bytes = sum(os.path.getsize(p) for p in paths)
     start = time.perf_counter()
     documents = sentences = 0

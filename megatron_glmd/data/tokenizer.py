@@ -39,6 +39,7 @@ import sentencepiece as spm
 
 from ..config.sections import TOKENIZER_TYPES
 from .errors import DataError
+from .tokenizer_base import TokenizerBase
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[sMASK]", "[gMASK]", "[sop]", "[eop]", "[dBLOCK]")
 PAD_ID, UNK_ID, CLS_ID, SEP_ID, MASK_ID, SMASK_ID, GMASK_ID, SOP_ID, EOP_ID, DBLOCK_ID = range(len(SPECIAL_TOKENS))
@@ -95,7 +96,7 @@ def load_tokenizer(path: Union[str, os.PathLike], kind: str = "auto"):
     return GLMTokenizer(path)
 
 
-class GLMTokenizer:
+class GLMTokenizer(TokenizerBase):
     """Encode/decode text with a SentencePiece model whose special tokens sit at the fixed ids."""
 
     pad_id = PAD_ID
@@ -131,11 +132,6 @@ class GLMTokenizer:
         """Number of real ids (special tokens included), before any padding."""
         return self._sp.GetPieceSize()
 
-    def padded_vocab_size(self, tp_size: int = 1) -> int:
-        """Vocabulary size rounded up to a multiple of 128 × ``tp_size`` (embedding rows)."""
-        from megatron_glmd.config import pad_vocab_size
-        return pad_vocab_size(self.vocab_size, tp_size)
-
     def encode(self, text: str) -> List[int]:
         return self._sp.EncodeAsIds(text)
 
@@ -153,12 +149,8 @@ class GLMTokenizer:
         """Id of the piece ``token``; raises :class:`DataError` if it is not in the vocabulary."""
         token_id = self._sp.PieceToId(token)
         if token_id == UNK_ID and token != SPECIAL_TOKENS[UNK_ID]:
-            raise DataError(f"token {token!r} is not in the vocabulary of {self.model_file!r}")
+            raise self._unknown_token(token)
         return token_id
-
-    def tokens(self) -> List[str]:
-        """All pieces in id order."""
-        return [self._sp.IdToPiece(i) for i in range(self.vocab_size)]
 
 
 def train_sentencepiece(input_files: Sequence[Union[str, os.PathLike]], vocab_size: int, model_prefix: str,

@@ -42,20 +42,28 @@ def global_counts(rows: List[List[float]], grid: ParallelGrid, device: torch.dev
     return counts.clamp(min=1.0)
 
 
-class Objective:
-    """The loss of a ``pretrain`` or ``distill`` run on this rank, over vocab-parallel logit shards."""
+class RankLoss:
+    """What every run's loss on this rank starts from: the run, its grid and the engine's device (a
+    fused-loss mode's kernel path checked there), the accumulation steps, and ``vocab_end``, the
+    real (non-padding) columns of this TP rank's logits shard."""
 
     label_keys = LABEL_KEYS      # the batch fields the last stage's loss reads
 
-    def __init__(self, cfg: RunConfig, grid: ParallelGrid, device: torch.device, compression=None):
+    def __init__(self, cfg: RunConfig, grid: ParallelGrid, device: torch.device):
         self.cfg, self.grid, self.device = cfg, grid, device
         if cfg.mode in KERNEL_MODES:
             check_kernel_backend(device)
         self.accumulation = cfg.train.accumulation_steps(grid.dp_size)
         model = cfg.model
-        # Real (non-padding) columns of this TP rank's logits shard: the losses' ``vocab_end``.
         self.vocab_end = vocab_shard_real_columns(model.vocab_size, model.padded_vocab_size(grid.tp_size),
                                                   grid.tp_rank, grid.tp_size)
+
+
+class Objective(RankLoss):
+    """The loss of a ``pretrain`` or ``distill`` run on this rank, over vocab-parallel logit shards."""
+
+    def __init__(self, cfg: RunConfig, grid: ParallelGrid, device: torch.device, compression=None):
+        super().__init__(cfg, grid, device)
         # Compressed vocabulary: original id -> student row, and which original ids were dropped.
         self.target_rows = self.dropped = None
         if compression is not None:

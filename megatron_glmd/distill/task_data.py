@@ -1,5 +1,7 @@
 """The data of a task run (docs/design.md, "The two stages"): the cloze task named by the run's
-``task:`` section, its splits as GLM samples, epochs of the training split, and batches.
+``task:`` section, its splits as samples of the model's family (GLM's blank infilling, or a decoder's
+causal samples read after the whole pattern: :mod:`megatron_glmd.tasks.encode_causal`), epochs of
+the training split, and batches.
 
 Everything is read, tokenised and checked before any process group exists, so bad task input (a
 line without the field, a label outside the verbalizer, a verbalizer word of several tokens, an
@@ -67,7 +69,7 @@ def load_task_data(cfg: RunConfig) -> TaskData:
     splits = ([] if cfg.mode == "evaluate" else ["train"]) + [cfg.task.eval_split]
     sets = {}
     for split in dict.fromkeys(splits):
-        sets[split] = ClozeDataset(task, _read(cfg, split), tokenizer, cfg.data.seq_length)
+        sets[split] = ClozeDataset(task, _read(cfg, split), tokenizer, cfg.data.seq_length, causal=cfg.model.is_decoder)
         _check_encodes(sets[split], split)
     num_choices = 1
     if task.multi_token:

@@ -27,11 +27,10 @@ import torch
 
 from ..config import RunConfig
 from ..parallel.grid import ParallelGrid
-from ..parallel.vocab import vocab_shard_real_columns
 from ..tasks import candidate_log_probs, choice_scores, label_cross_entropy_sum, soft_cross_entropy_sum
 from ..tasks import check_verbalizer_ids, verbalizer_logits
-from .losses import KERNEL_MODES, check_kernel_backend, distill_loss_sums, distill_normalizer
-from .objective import global_counts
+from .losses import distill_loss_sums, distill_normalizer
+from .objective import RankLoss, global_counts
 from .task_data import LABEL_KEYS
 
 PART = {"finetune": "label_ce", "task_distill": "distill", "task_logits": "soft_ce", "evaluate": "label_ce"}
@@ -44,7 +43,7 @@ def kept_rows(length: torch.Tensor, loss_mask: torch.Tensor, choice_mask: torch.
     return length * (keep > 0).long(), loss_mask * keep.unsqueeze(1).to(loss_mask.dtype)
 
 
-class TaskObjective:
+class TaskObjective(RankLoss):
     """The loss of a task-mode run on this rank (module docstring)."""
 
     label_keys = LABEL_KEYS
@@ -54,13 +53,8 @@ class TaskObjective:
                  multi_token: bool, num_choices: int, verbalizer_ids: Sequence[int]):
         if compression is not None:
             raise ValueError("vocabulary compression is not wired into the task modes")
-        self.cfg, self.grid, self.device = cfg, grid, device
-        if cfg.mode in KERNEL_MODES:
-            check_kernel_backend(device)
-        self.accumulation = cfg.train.accumulation_steps(grid.dp_size)
+        super().__init__(cfg, grid, device)
         model = cfg.model
-        self.vocab_end = vocab_shard_real_columns(model.vocab_size, model.padded_vocab_size(grid.tp_size),
-                                                  grid.tp_rank, grid.tp_size)
         self.multi_token, self.num_choices = multi_token, num_choices
         if not multi_token:       # checked once here: verbalizer_logits takes the device tensor as checked
             check_verbalizer_ids(verbalizer_ids, model.vocab_size)

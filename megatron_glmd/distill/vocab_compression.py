@@ -5,7 +5,10 @@ trains a student of the artifact's K tokens against a teacher of the full vocabu
 
 - the student's word embedding (and tied output) has K rows, padded to a multiple of 128·TP like
   any vocabulary, so the real columns of its logits are K: ``model.vocab_size`` is K (given as v,
-  it is derived, and the run says so);
+  or for a decoder as the teacher's embedding rows >= v, it is derived, and the run says so);
+- a decoder teacher's embedding may have more rows than the tokenizer has ids (Qwen2.5: 152,064
+  for 151,665): the artifact covers the v ids, every input and target id is below v (so the
+  ``[v]`` tables below cover them), and the rows past v are never read;
 - the first stage maps the student's input ids through ``student_ids()`` (original id → student
   row, a ``[v]`` table on the engine's device); the teacher reads the ids unmapped;
 - the teacher's last stage decodes with this TP rank's rows of the sliced matrix ``W_vT[kept_ids]``
@@ -55,13 +58,17 @@ def prepare_run(cfg: RunConfig) -> Tuple[RunConfig, Optional[VocabCompression], 
     vc = load_run_artifact(cfg)
     v, k = vc.vocab_size, vc.kept_size
     summary = os.path.join(cfg.vocab_compression.artifact, SUMMARY_FILE)
-    derived = ""
-    if cfg.model.vocab_size == v and v != k:
+    n, derived = cfg.model.vocab_size, ""
+    # The full vocabulary: v, or a decoder's embedding rows past it (Qwen2.5: 152,064 rows, 151,665 ids).
+    full = n == v or (cfg.model.is_decoder and n > v)
+    if full and n != k:
         cfg = dataclasses.replace(cfg, model=cfg.model.replace(vocab_size=k))
-        derived = f" (model.vocab_size {v} is the full vocabulary: the student's is derived as K)"
-    elif cfg.model.vocab_size != k:
-        raise ConfigError(f"model.vocab_size={cfg.model.vocab_size}, but {summary} keeps kept_size={k} of "
-                          f"vocab_size={v} ids: set model.vocab_size to {k} (or {v}, from which K is derived)")
+        what = f"embedding rows for {v} ids, the full vocabulary" if n > v else "the full vocabulary"
+        derived = f" (model.vocab_size {n} is {what}: the student's is derived as K)"
+    elif n != k:
+        rows = f", or the teacher's embedding rows >= {v}," if cfg.model.is_decoder else ""
+        raise ConfigError(f"model.vocab_size={n}, but {summary} keeps kept_size={k} of "
+                          f"vocab_size={v} ids: set model.vocab_size to {k} (or {v}{rows} from which K is derived)")
     check_saved_copy(cfg)
     note = (f"vocabulary compression: the student has K = {k} of {v} ids (artifact {cfg.vocab_compression.artifact}, "
             f"mapping {vc.summary.get('mapping')}){derived}; inputs mapped, the teacher decodes with its sliced matrix")
@@ -78,11 +85,17 @@ def check_tokenizer(cfg: RunConfig, tokenizer) -> None:
 
 
 def check_teacher(teacher: ModelConfig, vc: VocabCompression, where: str) -> None:
-    """The teacher is the one the artifact was sliced for: its vocabulary v and its width."""
+    """The teacher is the one the artifact was sliced for: its vocabulary v and its width. A decoder
+    teacher's ``vocab_size`` is its embedding's rows, which may exceed v (Qwen2.5): the rows past
+    v are ones no token id reaches, and the teacher decodes with the sliced matrix."""
     v, width = vc.vocab_size, vc.teacher_output_weight.shape[1]
-    if teacher.vocab_size != v:
+    rows = vc.summary.get("teacher", {}).get("vocab_rows")   # recorded by tools/slice_embeddings.py
+    if teacher.vocab_size < v or (teacher.vocab_size != v and not teacher.is_decoder):
         raise ConfigError(f"{where}: teacher vocab_size={teacher.vocab_size}, but {FIELD} was made for "
                           f"vocab_size={v} (a teacher of another vocabulary?)")
+    if rows is not None and teacher.vocab_size != rows:
+        raise ConfigError(f"{where}: teacher vocab_size={teacher.vocab_size}, but {FIELD} was sliced from a "
+                          f"teacher of {rows} embedding rows (another teacher?)")
     if teacher.embedding_size:
         raise ConfigError(f"{where}: embedding_size: a factorised teacher cannot decode with a sliced matrix")
     if teacher.hidden_size != width:

@@ -28,7 +28,7 @@ from ..parallel.mappings import copy_to_tp
 from .attention import AttentionMask
 from .common import TORCH_DTYPES, PipelineStage, prepare_stage_attention, stage_layer_range  # noqa: F401 - re-exported
 from .norm import layer_norm
-from .transformer import GLMBlock
+from .glm_layers import GLMBlock
 
 
 class GLMStage(PipelineStage):

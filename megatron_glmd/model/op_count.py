@@ -29,7 +29,7 @@ from .compile import COMPILE_KWARGS
 from .decoder_layers import DecoderBlock
 from .glm import TORCH_DTYPES
 from .rope import inverse_frequencies, rotary_cos_sin
-from .transformer import GLMBlock
+from .glm_layers import GLMBlock
 
 # aten operators that launch no kernel of their own: views, metadata, allocation.
 NON_KERNEL_OPS = frozenset(f"aten::{name}" for name in (

@@ -1,9 +1,10 @@
 """Encoded cloze examples as a map-style dataset and as batches of torch tensors.
 
-Single-token batch (``collate_single``): ``input_ids [b, s]``, ``position_ids [b, 2, s]``,
+Single-token batch (``collate_single``): ``input_ids [b, s]``, ``position_ids [b, 2, s]`` (a decoder's: ``[b, s]``),
 ``target_ids [b, s]``, ``loss_mask [b, s]``, ``sep [b]``, ``length [b]`` (the blank-infilling fields),
 ``mask_position [b]`` and ``label [b]`` (the target verbalizer index, -1: none). The task logits
-are read at row ``sep`` (the [sop]; :mod:`.encode`).
+are read at row ``sep`` (GLM: the [sop], :mod:`.encode`; a decoder: the context's last token,
+:mod:`.encode_causal`).
 
 Multi-token batch (``collate_candidates``): every example padded to ``num_choices`` candidates by
 repeating its first one, flattened example-major to ``b·n`` samples: the six blank-infilling fields
@@ -18,24 +19,40 @@ import numpy as np
 import torch
 
 from ..data.errors import DataError
-from .encode import encode_example, verbalizer_token_ids
+from .encode import encode_candidates, encode_single, verbalizer_token_ids
+from .encode_causal import encode_candidates_causal, encode_single_causal
 from .task import ClozeExample, ClozeTask
 
 FIELDS = ("input_ids", "position_ids", "target_ids", "loss_mask", "sep", "length")
 
 
-class ClozeDataset:
-    """``dataset[i]`` is example i encoded (:func:`encode_example`); encoding happens on access."""
+def encode_example(task: ClozeTask, example: ClozeExample, tokenizer, seq_length: int, verbalizer_ids=None,
+                   causal: bool = False) -> dict:
+    """One example as GLM's blank-infilling sample(s) (:mod:`.encode`) or, ``causal``, as a decoder's
+    causal sample(s) (:mod:`.encode_causal`); single-token or one sample per candidate, as the task is."""
+    if task.multi_token:
+        return (encode_candidates_causal if causal else encode_candidates)(task, example, tokenizer, seq_length)
+    if verbalizer_ids is None:
+        verbalizer_ids = verbalizer_token_ids(task, tokenizer)
+    return (encode_single_causal if causal else encode_single)(task, example, tokenizer, seq_length, verbalizer_ids)
 
-    def __init__(self, task: ClozeTask, examples: Sequence[ClozeExample], tokenizer, seq_length: int):
+
+class ClozeDataset:
+    """``dataset[i]`` is example i encoded (:func:`encode_example`); encoding happens on access.
+    ``causal``: the decoder family's samples (``model.architecture: decoder``)."""
+
+    def __init__(self, task: ClozeTask, examples: Sequence[ClozeExample], tokenizer, seq_length: int,
+                 causal: bool = False):
         self.task, self.examples, self.tokenizer, self.seq_length = task, list(examples), tokenizer, seq_length
+        self.causal = causal
         self.verbalizer_ids = None if task.multi_token else verbalizer_token_ids(task, tokenizer)
 
     def __len__(self) -> int:
         return len(self.examples)
 
     def __getitem__(self, i: int) -> dict:
-        return encode_example(self.task, self.examples[i], self.tokenizer, self.seq_length, self.verbalizer_ids)
+        return encode_example(self.task, self.examples[i], self.tokenizer, self.seq_length, self.verbalizer_ids,
+                              causal=self.causal)
 
     @property
     def max_candidates(self) -> int:

@@ -136,9 +136,9 @@ def encode_single(task: ClozeTask, example: ClozeExample, tokenizer, seq_length:
             "sep": sep, "length": sep + 1, "mask_position": mask_position, "label": example.target}
 
 
-def encode_candidates(task: ClozeTask, example: ClozeExample, tokenizer, seq_length: int) -> dict:
-    """One sample per candidate, stacked on a leading axis ``[n, ...]`` (module doc); ``label`` is the
-    index of the right candidate (-1: none)."""
+def candidate_token_ids(task: ClozeTask, example: ClozeExample, tokenizer) -> List[List[int]]:
+    """Each candidate's token ids as it fills the [MASK] (with ``task.answer_prefix``); DataError if the
+    example has none or one encodes to no tokens."""
     if not example.candidates:
         raise DataError(f"{example.guid}: no candidates to fill the [MASK]")
     answers = []
@@ -147,10 +147,22 @@ def encode_candidates(task: ClozeTask, example: ClozeExample, tokenizer, seq_len
         if not ids:
             raise DataError(f"{example.guid}: candidate {k} ({text!r}) encodes to no tokens")
         answers.append(ids)
-    budget = seq_length - _overhead(tokenizer) - max(len(a) for a in answers)
-    if budget < 0:
-        raise DataError(f"{example.guid}: a candidate of {max(len(a) for a in answers)} tokens does not fit "
-                        f"seq_length {seq_length}")
+    return answers
+
+
+def context_budget(example: ClozeExample, room: int, answers: Sequence[Sequence[int]], seq_length: int) -> int:
+    """The pattern tokens left when the longest candidate takes its place in ``room`` positions."""
+    longest = max(len(a) for a in answers)
+    if room - longest < 0:
+        raise DataError(f"{example.guid}: a candidate of {longest} tokens does not fit seq_length {seq_length}")
+    return room - longest
+
+
+def encode_candidates(task: ClozeTask, example: ClozeExample, tokenizer, seq_length: int) -> dict:
+    """One sample per candidate, stacked on a leading axis ``[n, ...]`` (module doc); ``label`` is the
+    index of the right candidate (-1: none)."""
+    answers = candidate_token_ids(task, example, tokenizer)
+    budget = context_budget(example, seq_length - _overhead(tokenizer), answers, seq_length)
     left, right = encode_context(task, example, tokenizer, budget)
     specials = special_ids(tokenizer)
     samples = []
@@ -159,17 +171,13 @@ def encode_candidates(task: ClozeTask, example: ClozeExample, tokenizer, seq_len
         start = 1 + len(left)
         samples.append(assemble(tokens, [(start, start + len(ids))], tokenizer.mask_id, np.random.default_rng(0),
                                 seq_length, specials))
+    return stack_candidates(samples, example.target)
+
+
+def stack_candidates(samples: Sequence[dict], label: int) -> dict:
+    """The samples of one example's candidates on a leading axis ``[n, ...]``, and the example's ``label``."""
     out = {key: np.stack([s[key] for s in samples]) for key in ("input_ids", "position_ids", "target_ids", "loss_mask")}
-    out["sep"] = np.array([s["sep"] for s in samples], dtype=np.int64)
-    out["length"] = np.array([s["length"] for s in samples], dtype=np.int64)
-    out["label"] = example.target
+    for key in ("sep", "length"):
+        out[key] = np.array([s[key] for s in samples], dtype=np.int64)
+    out["label"] = label
     return out
-
-
-def encode_example(task: ClozeTask, example: ClozeExample, tokenizer, seq_length: int, verbalizer_ids=None) -> dict:
-    """:func:`encode_single` or :func:`encode_candidates`, whichever the task is."""
-    if task.multi_token:
-        return encode_candidates(task, example, tokenizer, seq_length)
-    if verbalizer_ids is None:
-        verbalizer_ids = verbalizer_token_ids(task, tokenizer)
-    return encode_single(task, example, tokenizer, seq_length, verbalizer_ids)

@@ -7,7 +7,7 @@ from megatron_glmd.data import DataError
 from megatron_glmd.data.indexed_dataset import IndexedDataset
 from megatron_glmd.data.preprocess import preprocess, split_sentences
 
-from .corpus import paragraphs, simple_sentences
+from .corpus import paragraphs, simple_sentences, train_byte_level_bpe
 
 
 def known_documents(count=60, per_doc=3):
@@ -55,6 +55,34 @@ def test_no_sentence_split_equals_encoding_whole_documents(tmp_path, tokenizer, 
     assert ds.num_sentences == ds.num_documents == 50
     for d, text in enumerate(texts):
         assert ds.document(d).tolist() == tokenizer.encode(text)
+
+
+def test_byte_level_bpe_documents_round_trip_exactly(tmp_path):
+    """Type hf keeps documents whole by default, so each stored document decodes (by the library's
+    own tokenizer, an independent decoder) to exactly its input text, spaces between sentences, line
+    breaks, indentation and non-ASCII included. Forcing the sentence split shows why: each sentence
+    is stripped and encoded alone, and the spaces between sentences are gone."""
+    (tmp_path / "tok").mkdir()
+    reference = train_byte_level_bpe(tmp_path / "tok", 400, 200)
+    tok_json = str(tmp_path / "tok" / "tokenizer.json")
+    docs = paragraphs()[200:240] + ['Two lines. Of text!\n  Indented, then "quoted." End', "naïve café. ✓ done?  Yes."]
+    (tmp_path / "c.txt").write_text("\n\n".join(docs), encoding="utf-8")
+    with_blank_line = docs + ["A JSON document.\n\nIts second paragraph."]
+    (tmp_path / "c.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in with_blank_line),
+                                      encoding="utf-8")
+    for source, texts in (("c.txt", docs), ("c.jsonl", with_blank_line)):
+        stats = preprocess([tmp_path / source], str(tmp_path / source), tok_json, tokenizer_type="hf", progress=False)
+        ds = IndexedDataset(str(tmp_path / source))
+        assert stats.sentences == ds.num_sentences == ds.num_documents == len(texts)
+        assert [reference.decode(ds.document(d).tolist()) for d in range(len(texts))] == texts
+
+    preprocess([tmp_path / "c.txt"], str(tmp_path / "split"), tok_json, tokenizer_type="hf",
+               split_into_sentences=True, progress=False)
+    ds = IndexedDataset(str(tmp_path / "split"))
+    decoded = [reference.decode(ds.document(d).tolist()) for d in range(len(docs))]
+    assert decoded == ["".join(split_sentences(t)) for t in docs]
+    lost_spaces = [a != b for a, b in zip(decoded, docs)]
+    assert lost_spaces == [len(split_sentences(t)) > 1 for t in docs] and sum(lost_spaces) >= 10
 
 
 def test_multiple_files_keep_order(tmp_path, tokenizer, tokenizer_model):

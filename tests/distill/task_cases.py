@@ -8,11 +8,14 @@ import json
 import os
 
 from megatron_glmd.config import run_config_from_dict
+from megatron_glmd.data.hf_tokenizer import HFTokenizer, train_byte_level_bpe
 from megatron_glmd.data.tokenizer import GLMTokenizer, train_sentencepiece
 from tests.data.corpus import paragraphs, simple_sentences
+from tests.distill import decoder_cases
 
 SEQ = 64
 WORDS = {"io": "file", "oop": "class", "other": "list"}      # single tokens of the test vocabulary
+DECODER_WORDS = {"io": "module", "oop": "object", "other": "list"}   # ... of the byte-level BPE's (with " ")
 
 
 def make_tokenizer(root: str) -> str:
@@ -27,7 +30,18 @@ def make_tokenizer(root: str) -> str:
     return model
 
 
+def make_bpe_tokenizer(root: str) -> str:
+    """A 1000-id byte-level BPE ``tokenizer.json`` of the same documentation (the decoder family's)."""
+    path = os.path.join(root, "tokenizer.json")
+    if not os.path.exists(path):
+        os.makedirs(root, exist_ok=True)
+        train_byte_level_bpe(paragraphs(), 1000, path)
+    return path
+
+
 def vocab_size(tokenizer_model: str) -> int:
+    if tokenizer_model.endswith(".json"):
+        return HFTokenizer(tokenizer_model).vocab_size
     return GLMTokenizer(tokenizer_model).vocab_size
 
 
@@ -40,7 +54,8 @@ def _label(sentence: str) -> str:
     return "io" if words & IO_WORDS else "oop" if words & OOP_WORDS else "other"
 
 
-def write_topic_task(root: str, train: int = 48, dev: int = 20, pattern: str = "{text} This is about [MASK].") -> str:
+def write_topic_task(root: str, train: int = 48, dev: int = 20, pattern: str = "{text} This is about [MASK].",
+                     words=None) -> str:
     """A three-label task of our own: short documentation sentences labelled by their topic."""
     os.makedirs(root, exist_ok=True)
     by_label = {}
@@ -53,7 +68,7 @@ def write_topic_task(root: str, train: int = 48, dev: int = 20, pattern: str = "
         with open(os.path.join(root, f"{split}.jsonl"), "w", encoding="utf-8") as f:
             f.writelines(json.dumps({"text": s, "label": _label(s)}) + "\n" for s in items)
     lines = ["name: topics", "train: train.jsonl", "dev: dev.jsonl", f"pattern: {json.dumps(pattern)}",
-             "verbalizer:"] + [f"  {label}: {word}" for label, word in WORDS.items()]
+             "verbalizer:"] + [f"  {label}: {word}" for label, word in (words or WORDS).items()]
     path = os.path.join(root, "task.yaml")
     with open(path, "w", encoding="utf-8") as f:
         f.write("\n".join(lines) + "\n")
@@ -75,7 +90,8 @@ def write_copa(root: str, train: int = 16, dev: int = 12) -> str:
 
 def task_config(mode: str, tp: int, pp: int, tokenizer_model: str, task: dict, save_dir: str = None,
                 init: str = None, teacher: str = None, iterations: int = 4, **sections):
-    """A tiny task-mode run at TP=tp, PP=pp (DP = world / (tp * pp)); the teacher is the larger preset."""
+    """A tiny task-mode run at TP=tp, PP=pp (DP = world / (tp * pp)); the teacher is the larger preset.
+    A ``tokenizer.json`` makes it a decoder run (tests/distill/decoder_cases.py's shapes)."""
     values = {
         "mode": mode, "parallel": {"tp": tp, "pp": pp}, "task": task,
         "train": {"iterations": iterations, "micro_batch_size": 2, "global_batch_size": 8, "seed": 7},
@@ -85,8 +101,10 @@ def task_config(mode: str, tp: int, pp: int, tokenizer_model: str, task: dict, s
         "logging": {"log_interval": 100, "progress_bar": False},
     }
     if init is None:
-        values["model"] = {"preset": "tiny-teacher" if mode == "finetune" else "tiny-student",
-                           "vocab_size": vocab_size(tokenizer_model), "hidden_dropout": 0.0,
+        shape = {"preset": "tiny-teacher" if mode == "finetune" else "tiny-student"}
+        if tokenizer_model.endswith(".json"):
+            shape = decoder_cases.TEACHER if mode == "finetune" else decoder_cases.STUDENT
+        values["model"] = {**shape, "vocab_size": vocab_size(tokenizer_model), "hidden_dropout": 0.0,
                            "attention_dropout": 0.0, "max_sequence_length": 64}
     else:
         values["init_checkpoint"] = init

@@ -11,7 +11,9 @@ from megatron_glmd.checkpoint import checkpointing as ckpt
 from megatron_glmd.engine.task_trainer import TaskTrainer
 from megatron_glmd.engine.trainer import Trainer
 from megatron_glmd.model import GLMStage
+from megatron_glmd.model.build import build_stage
 from tests.distill.task_cases import task_config
+from tests.distributed import run_distributed
 
 
 def _quiet(*args, **kwargs):
@@ -37,16 +39,40 @@ def task_chain(rank, world, tp, pp, workdir, tok, topics, copa):
                                                    iterations=3))
     _, out["copa_task_logits"] = _run(task_config("task_logits", tp, pp, tok, multi, d("c2b"), init=d("c2a"),
                                                   teacher=d("teacher"), iterations=3))
-    evaluation = TaskTrainer.from_config(task_config("evaluate", tp, pp, tok, single, d("eval"), init=d("s2b")),
+    evaluation = _evaluate(out, tp, pp, tok, single, d)
+    if tp == 1 and rank == 0:
+        out["naive_predictions"] = naive_predictions(evaluation, d("s2b"))
+    dist.barrier()
+    return out
+
+
+def _evaluate(out: dict, tp, pp, tok, task: dict, d) -> TaskTrainer:
+    """``evaluate`` of the 2b student (``d("s2b")``): its metrics, predictions and results file into ``out``."""
+    evaluation = TaskTrainer.from_config(task_config("evaluate", tp, pp, tok, task, d("eval"), init=d("s2b")),
                                          log=_quiet)
     evaluation.train()
     out["metrics"] = evaluation.finish()
     out["predictions"] = evaluation.last_predictions["student"]
     out["results"] = evaluation.results_path()
-    if tp == 1 and rank == 0:
-        out["naive_predictions"] = naive_predictions(evaluation, d("s2b"))
-    dist.barrier()
-    return out
+    return evaluation
+
+
+def run_layouts(tmp_path_factory, layouts, chain, files, name: str) -> dict:
+    """``{(tp, pp, dp): per-rank results}`` of ``chain`` run at every layout, each in its own folder."""
+    results = {}
+    for tp, pp, dp in layouts:
+        workdir = str(tmp_path_factory.mktemp(f"{name}_tp{tp}pp{pp}dp{dp}"))
+        results[(tp, pp, dp)] = run_distributed(tp * pp * dp, chain, tp, pp, workdir, *files)
+    return results
+
+
+def assert_curve_matches_reference(chains: dict, layout, curve: str) -> None:
+    """Every rank's ``curve`` at ``layout`` equals (1,1,1)'s: rtol/atol 2e-4, the engine tests' tolerance."""
+    reference = chains[(1, 1, 1)][0][curve]
+    assert len(reference) >= 3 and all(torch.isfinite(torch.tensor(reference)))
+    for rank, result in enumerate(chains[layout]):
+        torch.testing.assert_close(torch.tensor(result[curve]), torch.tensor(reference), rtol=2e-4, atol=2e-4,
+                                   msg=f"{curve} curve of layout {layout}, rank {rank}")
 
 
 def naive_predictions(trainer: TaskTrainer, model_dir: str):
@@ -158,3 +184,45 @@ class CandidateRows:
             return sample
         return {k: sample[k][j % self.n] for k in ("input_ids", "position_ids", "target_ids", "loss_mask", "sep",
                                                   "length")}
+
+
+def decoder_task_chain(rank, world, tp, pp, workdir, tok, topics, copa):
+    """The decoder family's task stage (tasks/encode_causal.py): teacher fine-tuning, 2a and 2b on the
+    single-token task, 2b on COPA (a padded third candidate) from a 2a start, then ``evaluate`` of the
+    2b student; at TP = 1 rank 0 also predicts naively from the saved model."""
+    d = lambda name: os.path.join(workdir, name)          # noqa: E731
+    single, multi = {"file": topics}, {"name": "copa", "data_dir": copa, "num_choices": 3}
+    out = {}
+    _, out["finetune"] = _run(task_config("finetune", tp, pp, tok, single, d("teacher")))
+    _, out["task_distill"] = _run(task_config("task_distill", tp, pp, tok, single, d("s2a"), teacher=d("teacher"),
+                                              iterations=3))
+    _, out["task_logits"] = _run(task_config("task_logits", tp, pp, tok, single, d("s2b"), init=d("s2a"),
+                                             teacher=d("teacher"), iterations=3))
+    _, out["copa_task_logits"] = _run(task_config("task_logits", tp, pp, tok, multi, d("c2b"), init=d("s2a"),
+                                                  teacher=d("teacher"), iterations=3))
+    evaluation = _evaluate(out, tp, pp, tok, single, d)
+    if tp == 1 and rank == 0:
+        out["naive_predictions"] = naive_decoder_predictions(evaluation, d("s2b"), tok)
+    dist.barrier()
+    return out
+
+
+def naive_decoder_predictions(trainer: TaskTrainer, model_dir: str, tokenizer_file: str):
+    """The verbalizer argmax of a plain prompt: each eval example's text with " This is about" encoded as
+    one string, run alone (no padding) through the whole saved decoder (TP = PP = 1), the next-token
+    logits of its last position."""
+    from megatron_glmd.data.hf_tokenizer import HFTokenizer
+
+    tok = HFTokenizer(tokenizer_file)
+    model = build_stage(trainer.cfg.model, tp_group=None)
+    ckpt.load_stage_weights(model, model_dir, "student.", 0)
+    model.eval()
+    ids = torch.tensor(trainer.task_data.verbalizer_ids)
+    out = []
+    with torch.no_grad():
+        for example in trainer.task_data.eval.examples:
+            prompt = torch.tensor([tok.encode(example.fields["text"] + " This is about")])
+            n = prompt.shape[1]
+            logits = model(prompt, torch.arange(n).unsqueeze(0), torch.tensor([n]))
+            out.append(int(logits[0, -1, ids].argmax()))
+    return out

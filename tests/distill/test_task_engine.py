@@ -6,13 +6,11 @@ import json
 import os
 
 import pytest
-import torch
 
 from megatron_glmd.config.task import load_task_config
 from megatron_glmd.tasks import compute_metrics, load_task, read_split
 from tests.distill.task_cases import make_tokenizer, write_copa, write_topic_task
-from tests.distill.task_runs import task_chain
-from tests.distributed import run_distributed
+from tests.distill.task_runs import assert_curve_matches_reference, run_layouts, task_chain
 
 LAYOUTS = [(1, 1, 1), (2, 1, 1), (1, 2, 1), (1, 1, 2)]  # (TP, PP, DP)
 CURVES = ["finetune", "task_distill", "task_logits", "copa_task_distill", "copa_task_logits"]
@@ -26,21 +24,13 @@ def task_files(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def chains(task_files, tmp_path_factory):
-    results = {}
-    for tp, pp, dp in LAYOUTS:
-        workdir = str(tmp_path_factory.mktemp(f"task_tp{tp}pp{pp}dp{dp}"))
-        results[(tp, pp, dp)] = run_distributed(tp * pp * dp, task_chain, tp, pp, workdir, *task_files)
-    return results
+    return run_layouts(tmp_path_factory, LAYOUTS, task_chain, task_files, "task")
 
 
 @pytest.mark.parametrize("layout", LAYOUTS[1:])
 @pytest.mark.parametrize("curve", CURVES)
 def test_task_curves_are_layout_independent(chains, layout, curve):
-    reference = chains[(1, 1, 1)][0][curve]
-    assert len(reference) >= 3 and all(torch.isfinite(torch.tensor(reference)))
-    for rank, result in enumerate(chains[layout]):
-        torch.testing.assert_close(torch.tensor(result[curve]), torch.tensor(reference), rtol=2e-4, atol=2e-4,
-                                   msg=f"{curve} curve of layout {layout}, rank {rank}")
+    assert_curve_matches_reference(chains, layout, curve)
 
 
 def test_task_runs_train(chains):

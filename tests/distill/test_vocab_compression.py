@@ -17,6 +17,7 @@ from megatron_glmd.convert.export import export_checkpoint
 from megatron_glmd.distill import vocab_compression as vc
 from megatron_glmd.model import GLMStage
 from megatron_glmd.parallel import ParallelGrid, gather_from_tp
+from tests.distill import decoder_cases
 from tests.distill.compressed_cases import build_artifact, compressed, tokens
 from tests.distill.engine_cases import SEQ, VOCAB, run_config
 from tests.distill.synthetic import SyntheticGLMSamples
@@ -92,6 +93,46 @@ def test_student_vocab_size_is_k_or_derived_from_v(artifact, tmp_path):
                                           r"vocab_size=300 ids: set model.vocab_size to 128"):
         vc.prepare_run(dataclasses.replace(compressed(base, artifact[1]), model=base.model.replace(vocab_size=200)))
     assert vc.prepare_run(base) == (base, None, None)    # no section: nothing changes
+
+
+def test_a_decoder_teacher_may_have_more_rows_than_ids(artifact, tmp_path):
+    """Qwen2.5's embedding has 152,064 rows for 151,665 tokenizer ids (here 520 for 300): a decoder
+    run given the row count derives K, a decoder teacher with rows >= v fits; GLM's vocabulary is its
+    tokenizer's, so a GLM run or teacher of another size stays refused."""
+    rows, summary = 520, os.path.join(artifact[1], "summary.json")
+    decoder = decoder_cases.run_config("distill", 1, 1, str(tmp_path / "s"))
+    cfg, _, note = vc.prepare_run(dataclasses.replace(compressed(decoder, artifact[1]),
+                                                      model=decoder.model.replace(vocab_size=rows)))
+    assert cfg.model.vocab_size == KEPT and cfg.model.is_decoder
+    assert f"(model.vocab_size {rows} is embedding rows for {VOCAB} ids, the full vocabulary: the student's " \
+           "is derived as K)" in note
+    with pytest.raises(ConfigError, match="^" + re.escape(
+            f"model.vocab_size=200, but {summary} keeps kept_size=128 of vocab_size=300 ids: set model.vocab_size "
+            "to 128 (or 300, or the teacher's embedding rows >= 300, from which K is derived)")):
+        vc.prepare_run(dataclasses.replace(compressed(decoder, artifact[1]),
+                                           model=decoder.model.replace(vocab_size=200)))
+    glm = run_config("distill", 1, 1, str(tmp_path / "g"))
+    with pytest.raises(ConfigError, match="^" + re.escape(
+            f"model.vocab_size={rows}, but {summary} keeps kept_size=128 of vocab_size=300 ids: set "
+            "model.vocab_size to 128 (or 300 from")):
+        vc.prepare_run(dataclasses.replace(compressed(glm, artifact[1]), model=glm.model.replace(vocab_size=rows)))
+
+    loaded = load_artifact(artifact[1])
+    teacher = from_dict({**decoder_cases.TEACHER, "vocab_size": rows, "max_sequence_length": 32})
+    assert teacher.hidden_size == loaded.teacher_output_weight.shape[1]
+    vc.check_teacher(teacher, loaded, "t/config.yaml")
+    vc.check_teacher(teacher.replace(vocab_size=VOCAB), loaded, "t/config.yaml")
+    sliced_from = dataclasses.replace(loaded, summary={**loaded.summary, "teacher": {"vocab_rows": rows}})
+    vc.check_teacher(teacher, sliced_from, "t/config.yaml")
+    for config, artifact_of, message in [
+            (teacher.replace(vocab_size=VOCAB - 1), loaded, "teacher vocab_size=299, but vocab_compression.artifact "
+                                                            "was made for vocab_size=300 (a teacher of another"),
+            (CONFIG.replace(vocab_size=rows), loaded, "teacher vocab_size=520, but vocab_compression.artifact was "
+                                                      "made for vocab_size=300"),
+            (teacher.replace(vocab_size=512), sliced_from, "teacher vocab_size=512, but vocab_compression.artifact "
+                                                           "was sliced from a teacher of 520 embedding rows")]:
+        with pytest.raises(ConfigError, match="^" + re.escape("t/config.yaml: " + message)):
+            vc.check_teacher(config, artifact_of, "t/config.yaml")
 
 
 class _Tokenizer:

@@ -66,6 +66,13 @@ def test_preprocess_then_count_cli(tmp_path, tokenizer_model):
     assert rest == sorted(rest)
 
 
+def test_preprocess_split_sentences_flags():
+    from tools.preprocess_data import SPLIT, parse_args
+    required = ["--input", "a.txt", "--output-prefix", "o", "--tokenizer-model", "m.model"]
+    flags = ([], ["--split-sentences", "on"], ["--split-sentences", "off"], ["--no-split-sentences"])
+    assert [SPLIT[parse_args(required + f).split_sentences] for f in flags] == [None, True, False, False]
+
+
 @pytest.mark.parametrize("lines,message", [
     (['{"text": "a"}', '{"text": "b"'], r"c.jsonl:2: invalid JSON"),
     (['{"text": "a"}', '{"body": "b"}'], r"c.jsonl:2: key 'text' missing"),

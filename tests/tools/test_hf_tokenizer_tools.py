@@ -1,5 +1,5 @@
 """A tokenizer.json through every tool that takes a tokenizer: preprocessing (ids equal the library's
-encoding of each sentence), frequency counting (its special roles protected), vocabulary slicing of
+encoding of each whole document, or of each sentence with --split-sentences on), frequency counting (its special roles protected), vocabulary slicing of
 a teacher over that vocabulary; bad tokenizer files stop each tool with one line."""
 import csv
 import os
@@ -45,14 +45,21 @@ def test_preprocess_count_and_slice(files):
                 "--tokenizer-model", tok_json, "--tokenizer-type", "hf", "--quiet")
     assert done.returncode == 0, done.stderr
     ds = IndexedDataset(str(root / "ds"))
-    expected = [[i for s in split_sentences(t) for i in reference.encode(s, add_special_tokens=False).ids]
-                for t in texts[:-1]]
-    assert ds.vocab_size == 384 and len(ds) == len(texts)
+    # Type hf keeps each document whole by default (split, a byte-level BPE loses the spaces between sentences).
+    expected = [reference.encode(t, add_special_tokens=False).ids for t in texts[:-1]]
+    assert ds.vocab_size == 384 and len(ds) == len(texts) == ds.num_sentences
     assert [ds.document(k).tolist() for k in range(len(texts) - 1)] == expected
+    assert [reference.decode(ds.document(k).tolist()) for k in range(len(texts) - 1)] == texts[:-1]
     # Raw text never yields a special id: the spelled-out EOD is ordinary pieces that decode to it.
     last = ds.document(len(texts) - 1).tolist()
     assert 1 not in ds.tokens[:] and reference.decode(last) == texts[-1]
     expected.append(last)
+    done = tool("preprocess_data.py", "--input", root / "corpus.txt", "--output-prefix", root / "split",
+                "--tokenizer-model", tok_json, "--tokenizer-type", "hf", "--split-sentences", "on", "--quiet")
+    assert done.returncode == 0, done.stderr
+    split = IndexedDataset(str(root / "split"))
+    assert [split.document(k).tolist() for k in range(len(texts) - 1)] == [
+        [i for s in split_sentences(t) for i in reference.encode(s, add_special_tokens=False).ids] for t in texts[:-1]]
 
     done = tool("count_vocab_freq.py", "--data-prefix", root / "ds", "--tokenizer-model", tok_json,
                 "--tokenizer-type", "hf", "--output", root / "freq.tsv", "--quiet")

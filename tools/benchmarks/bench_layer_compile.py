@@ -31,7 +31,7 @@ from megatron_glmd.model.attention import AttentionMask
 from megatron_glmd.model.compile import COMPILE_KWARGS
 from megatron_glmd.model.op_count import count_layer_ops
 from megatron_glmd.model.partition import StageLayers
-from megatron_glmd.model.transformer import GLMBlock
+from megatron_glmd.model.glm_layers import GLMBlock
 from megatron_glmd.parallel import ParallelGrid, model_parallel_seed
 from megatron_glmd.parallel.random import checkpoint
 

@@ -10,19 +10,16 @@ product). Variants: ``chunked-<MiB>`` is ``compress.token_map.map_tokens`` with 
 buffer; ``naive`` forms the whole ``(vocab − kept) × candidates`` score matrix and takes its
 argmax. Both maps are compared. Reported per variant: median seconds over --repeats
 (variants interleaved, after one untimed warm-up each), mapped rows per second, and peak extra
-memory of one run. On the CPU the peak is measured in a fresh subprocess per variant (inputs
-built, one warm-up run, malloc_trim, VmRSS read, the VmHWM mark reset through
-/proc/self/clear_refs, one run, then VmHWM − VmRSS before), as in kernels/benchmarks; on CUDA it
-is max_memory_allocated() during one run minus memory_allocated() before it (the embedding stays
-on the host, as in the tool). Writes results/slice_embeddings_<device>.json.
+memory of one run, measured as kernels/benchmarks/peak_memory.py does for the kernel's benchmark.
+On the CPU the peak is measured in a fresh subprocess per variant (inputs built, one warm-up run,
+malloc_trim, VmRSS read, the VmHWM mark reset through /proc/self/clear_refs, one run, then
+VmHWM − VmRSS before); on CUDA it is max_memory_allocated() during one run minus
+memory_allocated() before it (the embedding stays on the host, as in the tool). Writes results/slice_embeddings_<device>.json.
 """
 from __future__ import annotations
 
 import argparse
-import ctypes
-import gc
 import os
-import subprocess
 import sys
 import time
 
@@ -30,6 +27,7 @@ import torch
 
 from _common import median, save
 
+from kernels.benchmarks.peak_memory import cpu_peak_extra_bytes, cuda_peak_extra_bytes, probe_in_child
 from megatron_glmd.compress.token_map import chunk_rows_for, map_candidates, map_tokens
 
 SPECIALS = list(range(10))
@@ -66,45 +64,20 @@ def _sync(device):
         torch.cuda.synchronize()
 
 
-def _rss_kib(field):
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
 def probe_cpu_peak(name, vocab, kept, hidden):
     """Child process: peak extra RSS (bytes) of one run (see the module docstring)."""
     embedding, kept_ids = inputs(vocab, kept, hidden)
     run_variant(name, embedding, kept_ids, "cpu")
-    gc.collect()
-    ctypes.CDLL("libc.so.6").malloc_trim(0)
-    before = _rss_kib("VmRSS")
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
-    run_variant(name, embedding, kept_ids, "cpu")
-    return (_rss_kib("VmHWM") - before) * 1024
+    return cpu_peak_extra_bytes(lambda: run_variant(name, embedding, kept_ids, "cpu"))
 
 
 def cpu_peak(name, args):
-    cmd = [sys.executable, os.path.abspath(__file__), "--_probe", name, "--vocab", str(args.vocab), "--kept",
-           str(args.kept), "--hidden", str(args.hidden)]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode:
-        raise RuntimeError(proc.stderr.strip().splitlines()[-1] if proc.stderr else "probe failed")
-    return int(proc.stdout.strip().splitlines()[-1])
+    return probe_in_child([sys.executable, os.path.abspath(__file__), "--_probe", name, "--vocab", str(args.vocab),
+                           "--kept", str(args.kept), "--hidden", str(args.hidden)])
 
 
 def cuda_peak(name, embedding, kept_ids, device):
-    gc.collect()
-    torch.cuda.synchronize()
-    torch.cuda.empty_cache()
-    torch.cuda.reset_peak_memory_stats()
-    before = torch.cuda.memory_allocated()
-    run_variant(name, embedding, kept_ids, device)
-    torch.cuda.synchronize()
-    return torch.cuda.max_memory_allocated() - before
+    return cuda_peak_extra_bytes(lambda: run_variant(name, embedding, kept_ids, device))
 
 
 def main():

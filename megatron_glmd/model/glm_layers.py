@@ -1,4 +1,4 @@
-"""The GLM transformer block (pre-LayerNorm), written once for any TP size."""
+"""GLM's block (pre-LayerNorm; the decoder family's is decoder_layers.py), written once for any TP size."""
 from __future__ import annotations
 
 from typing import Optional
