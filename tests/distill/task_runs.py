@@ -12,8 +12,8 @@ from megatron_glmd.engine.task_trainer import TaskTrainer
 from megatron_glmd.engine.trainer import Trainer
 from megatron_glmd.model import GLMStage
 from megatron_glmd.model.build import build_stage
+from tests.distill.layout_curves import assert_curve_matches_reference, run_layouts  # noqa: F401 (re-exported)
 from tests.distill.task_cases import task_config
-from tests.distributed import run_distributed
 
 
 def _quiet(*args, **kwargs):
@@ -55,24 +55,6 @@ def _evaluate(out: dict, tp, pp, tok, task: dict, d) -> TaskTrainer:
     out["predictions"] = evaluation.last_predictions["student"]
     out["results"] = evaluation.results_path()
     return evaluation
-
-
-def run_layouts(tmp_path_factory, layouts, chain, files, name: str) -> dict:
-    """``{(tp, pp, dp): per-rank results}`` of ``chain`` run at every layout, each in its own folder."""
-    results = {}
-    for tp, pp, dp in layouts:
-        workdir = str(tmp_path_factory.mktemp(f"{name}_tp{tp}pp{pp}dp{dp}"))
-        results[(tp, pp, dp)] = run_distributed(tp * pp * dp, chain, tp, pp, workdir, *files)
-    return results
-
-
-def assert_curve_matches_reference(chains: dict, layout, curve: str) -> None:
-    """Every rank's ``curve`` at ``layout`` equals (1,1,1)'s: rtol/atol 2e-4, the engine tests' tolerance."""
-    reference = chains[(1, 1, 1)][0][curve]
-    assert len(reference) >= 3 and all(torch.isfinite(torch.tensor(reference)))
-    for rank, result in enumerate(chains[layout]):
-        torch.testing.assert_close(torch.tensor(result[curve]), torch.tensor(reference), rtol=2e-4, atol=2e-4,
-                                   msg=f"{curve} curve of layout {layout}, rank {rank}")
 
 
 def naive_predictions(trainer: TaskTrainer, model_dir: str):

@@ -23,7 +23,7 @@ from megatron_glmd.model import GLMStage
 from megatron_glmd.model.attention_mask import valid_token_mask
 from tests.distill.compressed_cases import build_artifact, compressed
 from tests.distill.engine_cases import VOCAB, run_config, train_data, valid_data
-from tests.distill.layout_curves import assert_curve_matches_single_process
+from tests.distill.layout_curves import assert_curve_matches_reference
 from tests.distributed import run_distributed
 
 LAYOUTS = [(1, 1, 1), (2, 1, 1), (1, 2, 1), (2, 2, 1)]  # (TP, PP, DP)
@@ -70,7 +70,7 @@ def runs(tmp_path_factory):
 @pytest.mark.parametrize("layout", LAYOUTS[1:])
 @pytest.mark.parametrize("curve", ["pretrain", "distill", "pretrain_grad_norm", "distill_grad_norm"])
 def test_compressed_loss_curve_is_layout_independent(runs, layout, curve):
-    assert_curve_matches_single_process(runs[3], layout, curve)
+    assert_curve_matches_reference(runs[3], layout, curve)
 
 
 def _first_batch():

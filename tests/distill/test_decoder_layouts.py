@@ -16,7 +16,7 @@ from megatron_glmd.data.loader import collate
 from megatron_glmd.engine.trainer import Trainer
 from megatron_glmd.model.decoder import DecoderStage
 from tests.distill.decoder_cases import causal_data, make_corpora, run_config
-from tests.distill.layout_curves import assert_curve_matches_single_process, run_every_layout
+from tests.distill.layout_curves import assert_curve_matches_reference, run_layouts
 
 LAYOUTS = [(1, 1, 1), (2, 1, 1), (1, 2, 1), (2, 2, 1)]  # (TP, PP, DP)
 
@@ -59,14 +59,14 @@ def corpus(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def curves(tmp_path_factory, corpus):
-    return run_every_layout(LAYOUTS, tmp_path_factory, "decoder_", _pretrain_then_distill, corpus)
+    return run_layouts(tmp_path_factory, LAYOUTS, _pretrain_then_distill, (corpus,), "decoder")
 
 
 @pytest.mark.parametrize("layout", LAYOUTS[1:])
 @pytest.mark.parametrize("mode", ["pretrain", "distill", "pretrain_grad_norm", "distill_grad_norm", "ablation",
                                   "intermediate"])
 def test_loss_curve_matches_single_process(curves, layout, mode):
-    assert_curve_matches_single_process(curves, layout, mode)
+    assert_curve_matches_reference(curves, layout, mode)
 
 
 def test_curves_are_real_training_of_decoders(curves):

@@ -11,7 +11,7 @@ import torch
 
 from megatron_glmd.engine.trainer import Trainer
 from tests.distill.engine_cases import run_config, train_data, valid_data
-from tests.distill.layout_curves import assert_curve_matches_single_process, run_every_layout
+from tests.distill.layout_curves import assert_curve_matches_reference, run_layouts
 
 LAYOUTS = [(1, 1, 1), (2, 1, 1), (1, 2, 1), (1, 1, 2), (2, 2, 1)]  # (TP, PP, DP)
 
@@ -42,13 +42,13 @@ def _pretrain_then_distill(rank, world, tp, pp, workdir):
 
 @pytest.fixture(scope="module")
 def curves(tmp_path_factory):
-    return run_every_layout(LAYOUTS, tmp_path_factory, "", _pretrain_then_distill)
+    return run_layouts(tmp_path_factory, LAYOUTS, _pretrain_then_distill, (), "glm")
 
 
 @pytest.mark.parametrize("layout", LAYOUTS[1:])
 @pytest.mark.parametrize("mode", ["pretrain", "distill", "pretrain_grad_norm", "distill_grad_norm"])
 def test_loss_curve_matches_single_process(curves, layout, mode):
-    assert_curve_matches_single_process(curves, layout, mode)
+    assert_curve_matches_reference(curves, layout, mode)
 
 
 def test_distill_curve_is_real_training(curves):
