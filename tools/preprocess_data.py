@@ -11,8 +11,9 @@ Plain text: one document per blank-line-separated block. JSONL (.jsonl/.json): t
 
 --split-sentences auto (the default) splits documents into sentences, each tokenised on its own,
 for GLM's tokenizers (blank infilling masks whole sentences) and keeps them whole for
---tokenizer-type hf: a byte-level BPE splitting sentences would lose the spaces between them, and
-a whole document decodes back to exactly its text. on / off force it (--no-split-sentences = off).
+--tokenizer-type hf (causal samples use no sentence boundaries). on / off force it
+(--no-split-sentences = off). A byte-level BPE's sentences keep the whitespace before them, so a
+split document has the same tokens as the whole one and decodes back to exactly its text.
 """
 from __future__ import annotations
 
@@ -40,9 +41,8 @@ def parse_args(argv=None):
                    help="auto: .jsonl/.json files are JSONL, everything else plain text")
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--split-sentences", default="auto", choices=["auto", "on", "off"],
-                   help="auto: off for --tokenizer-type hf (byte-level BPEs keep the spaces between "
-                        "sentences only when a document is encoded whole), on otherwise; off: no [sMASK] "
-                        "sentence spans for GLM")
+                   help="auto: off for --tokenizer-type hf (causal samples use no sentence boundaries), "
+                        "on otherwise; off: no [sMASK] sentence spans for GLM")
     p.add_argument("--no-split-sentences", dest="split_sentences", action="store_const", const="off",
                    help="the same as --split-sentences off")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

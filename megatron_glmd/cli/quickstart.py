@@ -102,7 +102,7 @@ def prepare_data(workdir: str, vocab_size: int, architecture: str = "glm", log=p
     vocab = load_tokenizer(tokenizer, TOKENIZER_TYPE[architecture]).vocab_size
     log(f"[2/5] tokenizer: {kind}, {vocab} pieces")
     # preprocess's default per tokenizer type: GLM's documents sentence by sentence (blank infilling masks
-    # whole sentences), the byte-level BPE's whole (split, it would lose the spaces between sentences).
+    # whole sentences), the byte-level BPE's whole (causal samples use no sentence boundaries).
     for split in ("train", "valid"):
         stats = preprocess([os.path.join(data, f"{split}.txt")], os.path.join(data, split), tokenizer,
                            progress=False, tokenizer_type=TOKENIZER_TYPE[architecture])

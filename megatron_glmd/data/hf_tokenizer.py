@@ -24,6 +24,7 @@ one document. Decoding drops special tokens.
 """
 from __future__ import annotations
 
+import json
 import os
 from typing import Iterable, Optional, Sequence
 
@@ -35,6 +36,16 @@ BOS_NAMES = ("<|begin_of_text|>", "<s>", "<bos>")
 PAD_NAMES = ("<pad>", "<|pad|>", "[PAD]")
 UNK_NAMES = ("<unk>",)
 BYTE_ALPHABET = 256     # a byte-level BPE's base symbols, one per byte value
+
+
+def _byte_level(pre_tokenizer) -> bool:
+    """Whether a ``tokenizer.json``'s pre-tokenizer is byte-level (GPT-2, Llama-3, Qwen2: a word's leading
+    space is in its token); a Metaspace one (SentencePiece-style) adds its own word boundary instead."""
+    if not isinstance(pre_tokenizer, dict):
+        return False
+    if pre_tokenizer.get("type") == "Sequence":
+        return any(_byte_level(p) for p in pre_tokenizer.get("pretokenizers", []))
+    return pre_tokenizer.get("type") == "ByteLevel"
 
 
 def tokenizer_json_path(path: str) -> str:
@@ -63,6 +74,7 @@ class HFTokenizer(TokenizersBackend):
             raise DataError(f"{self.model_file}: not a Hugging Face tokenizer.json ({lines[0]})") from None
         tok.encode_special_tokens = True
         self._tok = tok
+        self.keeps_leading_whitespace = _byte_level(json.loads(tok.to_str()).get("pre_tokenizer"))
         vocab = tok.get_vocab(with_added_tokens=True)
         n = tok.get_vocab_size(with_added_tokens=True)
         if sorted(vocab.values()) != list(range(n)):

@@ -11,10 +11,12 @@ Each document is split into sentences by :func:`split_sentences` (or kept whole)
 sentence is tokenised on its own, so a document's tokens are the concatenation of
 ``tokenizer.encode(sentence)`` over its sentences. By default (:func:`split_by_default`) documents
 are split for GLM's tokenizers, whose blank infilling masks whole sentences ([sMASK]), and kept
-whole for a Hugging Face ``tokenizer.json`` (type ``hf``): a byte-level BPE keeps a word's leading
-space in the word's own token, so encoding stripped sentences one by one would drop the spaces
-between them (the stored document would no longer decode to its text), and causal samples use no
-sentence boundaries.
+whole for a Hugging Face ``tokenizer.json`` (type ``hf``): causal samples use no sentence
+boundaries. A byte-level BPE (GLM's GPT-2 BPE, a ``tokenizer.json``) keeps a word's leading space
+in the word's own token, so its sentences keep the whitespace before them
+(``tokenizer.keeps_leading_whitespace``): a split document then decodes to exactly its text, as a
+whole one does. SentencePiece adds its own word-boundary piece to every sentence, so its sentences
+are stripped.
 
 The main process reads and validates input (so errors name the file and line), worker processes
 tokenise, and the main process writes in input order; the output appears atomically when
@@ -41,18 +43,23 @@ _SENTENCE_END = re.compile(r"[.!?][\"')\]]*\s+")
 _CHUNK_BYTES = 1 << 20
 
 
-def split_sentences(text: str) -> List[str]:
+def split_sentences(text: str, keep_whitespace: bool = False) -> List[str]:
     """Split after ``.``, ``!`` or ``?`` (plus closing quotes/brackets) followed by whitespace.
 
-    A deliberately simple rule: abbreviations such as "e.g. x" split too. Sentences are
-    stripped; empty ones are dropped.
+    A deliberately simple rule: abbreviations such as "e.g. x" split too. Sentences are stripped
+    and empty ones dropped; with ``keep_whitespace`` a sentence keeps the whitespace before it
+    instead (all but the first), so the sentences join back to exactly ``text.strip()``: what a
+    byte-level BPE needs, whose tokens carry a word's leading space.
     """
+    text = text.strip() if keep_whitespace else text
     sentences, start = [], 0
     for match in _SENTENCE_END.finditer(text):
         end = match.end() - (len(match.group()) - len(match.group().rstrip()))
         sentences.append(text[start:end])
-        start = match.end()
+        start = end if keep_whitespace else match.end()
     sentences.append(text[start:])
+    if keep_whitespace:
+        return [s for s in sentences if s.strip()]
     return [s.strip() for s in sentences if s.strip()]
 
 
@@ -157,7 +164,7 @@ def _tokenize_chunk(chunk: Tuple[List[str], int]):
     docs, nbytes = chunk
     sentences, per_doc = [], []
     for text in docs:
-        parts = split_sentences(text) if _worker_split else [text]
+        parts = split_sentences(text, _worker_tokenizer.keeps_leading_whitespace) if _worker_split else [text]
         sentences.extend(parts)
         per_doc.append(len(parts))
     encoded = _worker_tokenizer.encode_batch(sentences) if sentences else []

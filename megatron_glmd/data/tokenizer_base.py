@@ -19,6 +19,10 @@ class TokenizerBase:
     """A subclass sets ``model_file`` and defines ``vocab_size`` (real ids) and ``id_to_token``."""
 
     model_file: str
+    # Whether a text's leading whitespace is part of its first token (a byte-level BPE's "Ġword"),
+    # so that a document split into sentences must keep the whitespace between them (data/preprocess.py).
+    # SentencePiece adds its own word-boundary piece to every text it encodes.
+    keeps_leading_whitespace = False
 
     @property
     def vocab_size(self) -> int:
@@ -45,6 +49,8 @@ class TokenizerBase:
 
 class TokenizersBackend(TokenizerBase):
     """Encoding through a Hugging Face ``tokenizers.Tokenizer`` held as ``self._tok``."""
+
+    keeps_leading_whitespace = True
 
     def encode(self, text: str) -> List[int]:
         return self._tok.encode(text, add_special_tokens=False).ids

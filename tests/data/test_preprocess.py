@@ -20,6 +20,10 @@ def test_split_sentences_hand_cases():
     assert split_sentences('One. "Two!" Three? (Four.)  Five') == ["One.", '"Two!"', "Three?", "(Four.)", "Five"]
     assert split_sentences("version 3.11 is here.\nNext line") == ["version 3.11 is here.", "Next line"]
     assert split_sentences("   ") == []
+    # keep_whitespace (byte-level BPEs): each sentence keeps the whitespace before it, and they join back
+    assert split_sentences('One. "Two!" Three?\n  (Four.)  Five ', keep_whitespace=True) == [
+        "One.", ' "Two!"', " Three?", "\n  (Four.)", "  Five"]
+    assert split_sentences("  ", keep_whitespace=True) == [] and split_sentences(" x ", True) == ["x"]
 
 
 def test_plain_text_read_back_equals_direct_tokenisation(tmp_path, tokenizer, tokenizer_model):
@@ -60,8 +64,9 @@ def test_no_sentence_split_equals_encoding_whole_documents(tmp_path, tokenizer, 
 def test_byte_level_bpe_documents_round_trip_exactly(tmp_path):
     """Type hf keeps documents whole by default, so each stored document decodes (by the library's
     own tokenizer, an independent decoder) to exactly its input text, spaces between sentences, line
-    breaks, indentation and non-ASCII included. Forcing the sentence split shows why: each sentence
-    is stripped and encoded alone, and the spaces between sentences are gone."""
+    breaks, indentation and non-ASCII included. Split into sentences (GLM's blank infilling needs
+    them), a byte-level BPE's sentences keep the whitespace before them: the same tokens as the
+    whole document's, and the same exact round trip."""
     (tmp_path / "tok").mkdir()
     reference = train_byte_level_bpe(tmp_path / "tok", 400, 200)
     tok_json = str(tmp_path / "tok" / "tokenizer.json")
@@ -79,10 +84,16 @@ def test_byte_level_bpe_documents_round_trip_exactly(tmp_path):
     preprocess([tmp_path / "c.txt"], str(tmp_path / "split"), tok_json, tokenizer_type="hf",
                split_into_sentences=True, progress=False)
     ds = IndexedDataset(str(tmp_path / "split"))
-    decoded = [reference.decode(ds.document(d).tolist()) for d in range(len(docs))]
-    assert decoded == ["".join(split_sentences(t)) for t in docs]
-    lost_spaces = [a != b for a, b in zip(decoded, docs)]
-    assert lost_spaces == [len(split_sentences(t)) > 1 for t in docs] and sum(lost_spaces) >= 10
+    assert ds.num_sentences >= len(docs) + 10                       # documents really were split
+    assert [reference.decode(ds.document(d).tolist()) for d in range(len(docs))] == docs
+    assert [ds.document(d).tolist() for d in range(len(docs))] == [
+        reference.encode(t, add_special_tokens=False).ids for t in docs]
+    # GLM's GPT-2 BPE (vocab.json + merges.txt) splits by default, for [sMASK]: the same exact round trip
+    stats = preprocess([tmp_path / "c.txt"], str(tmp_path / "glm"), str(tmp_path / "tok" / "vocab.json"),
+                       tokenizer_type="glm-bpe", progress=False)
+    ds = IndexedDataset(str(tmp_path / "glm"))
+    assert stats.sentences == ds.num_sentences >= len(docs) + 10
+    assert [reference.decode(ds.document(d).tolist()) for d in range(len(docs))] == docs
 
 
 def test_multiple_files_keep_order(tmp_path, tokenizer, tokenizer_model):

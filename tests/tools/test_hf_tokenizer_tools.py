@@ -59,7 +59,8 @@ def test_preprocess_count_and_slice(files):
     assert done.returncode == 0, done.stderr
     split = IndexedDataset(str(root / "split"))
     assert [split.document(k).tolist() for k in range(len(texts) - 1)] == [
-        [i for s in split_sentences(t) for i in reference.encode(s, add_special_tokens=False).ids] for t in texts[:-1]]
+        [i for s in split_sentences(t, keep_whitespace=True) for i in reference.encode(s, add_special_tokens=False).ids]
+        for t in texts[:-1]]
 
     done = tool("count_vocab_freq.py", "--data-prefix", root / "ds", "--tokenizer-model", tok_json,
                 "--tokenizer-type", "hf", "--output", root / "freq.tsv", "--quiet")
