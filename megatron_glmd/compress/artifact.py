@@ -91,7 +91,7 @@ def summarize(kept_ids: torch.Tensor, token_map: torch.Tensor, counts, tokens: S
         target = int(per_target.argmax())
         spread = {"target_id": target, "target_token": tokens[target], "dropped_ids": int(per_target[target]),
                   "fraction_of_dropped": round(float(per_target[target]) / int(dropped.sum()), 6)}
-    rows_saved = pad_vocab_size(max(v, full_rows or v), 1) - pad_vocab_size(k, 1)
+    rows_saved = pad_vocab_size(full_rows or v, 1) - pad_vocab_size(k, 1)
     return {
         "vocab_size": v, "kept_size": k, "ratio": ratio, "mapping": mapping,
         "corpus_coverage": round(float(counts[kept_ids].sum()) / total, 6) if total > 0 else None,

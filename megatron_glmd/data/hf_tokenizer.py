@@ -74,7 +74,10 @@ class HFTokenizer(TokenizersBackend):
             raise DataError(f"{self.model_file}: not a Hugging Face tokenizer.json ({lines[0]})") from None
         tok.encode_special_tokens = True
         self._tok = tok
-        self.keeps_leading_whitespace = _byte_level(json.loads(tok.to_str()).get("pre_tokenizer"))
+        # The pre-tokenizer's own JSON (its pickled state), not tok.to_str(): that re-serialises the whole
+        # vocabulary and merges (megabytes for Llama-3) at every load.
+        pre = tok.pre_tokenizer
+        self.keeps_leading_whitespace = pre is not None and _byte_level(json.loads(pre.__getstate__()))
         vocab = tok.get_vocab(with_added_tokens=True)
         n = tok.get_vocab_size(with_added_tokens=True)
         if sorted(vocab.values()) != list(range(n)):

@@ -88,3 +88,23 @@ def test_bad_files(tmp_path):
     train_byte_level_bpe(no_eos, 300, 100, special_tokens=("<|begin_of_text|>",))
     with pytest.raises(DataError, match=r"no_eos/tokenizer.json: has no end-of-document token"):
         HFTokenizer(no_eos)
+
+
+def test_only_a_byte_level_pre_tokenizer_keeps_leading_whitespace(llama_style, tmp_path):
+    """Byte-level files (GPT-2, Llama-3/Qwen2's Split + ByteLevel sequence) carry a word's leading space in
+    its token, so preprocessing keeps the whitespace before a sentence; a Metaspace (SentencePiece-style)
+    file marks word starts itself and gets stripped sentences."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    _, folder = llama_style
+    assert HFTokenizer(folder).keeps_leading_whitespace
+    vocab = {"<|endoftext|>": 0, "<unk>": 1, "\u2581a": 2}
+    for pre, expected in ((pre_tokenizers.Sequence([pre_tokenizers.Split(" ", "isolated"),
+                                                    pre_tokenizers.ByteLevel()]), True),
+                          (pre_tokenizers.Metaspace(), False), (None, False)):
+        tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+        if pre is not None:
+            tok.pre_tokenizer = pre
+        path = tmp_path / f"{expected}_{pre is None}.json"
+        tok.save(str(path))
+        assert HFTokenizer(path).keeps_leading_whitespace is expected, pre
